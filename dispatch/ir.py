@@ -1,0 +1,215 @@
+"""The graph the rest of the tool walks: Values with dtype, static shape and constant data; Nodes in order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from dispatch.errors import DispatchError
+
+__all__ = ["Value", "Node", "Graph", "numpy_dtype"]
+
+
+def numpy_dtype(elem_type: int) -> np.dtype | None:
+    """NumPy dtype of an ONNX TensorProto element type (None when undefined)."""
+    if not elem_type:
+        return None
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+@dataclass(eq=False)
+class Value:
+    """A tensor: its static shape (None if unknown rank, -1 for an unknown dim), dtype, and data if constant."""
+
+    name: str
+    dtype: np.dtype | None = None
+    shape: tuple[int, ...] | None = None
+    const: np.ndarray | None = None
+    producer: Node | None = None
+    consumers: list[Node] = field(default_factory=list)
+    is_graph_input: bool = False
+    is_graph_output: bool = False
+
+    @property
+    def is_const(self) -> bool:
+        return self.const is not None
+
+    @property
+    def static(self) -> bool:
+        """True when every dimension is known."""
+        return self.shape is not None and all(d >= 0 for d in self.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of elements (0 when the shape is not static)."""
+        return int(np.prod(self.shape, dtype=np.int64)) if self.static else 0
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize if self.dtype is not None else 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.itemsize
+
+    def __repr__(self) -> str:
+        return f"Value({self.name!r}, {self.dtype}, {self.shape})"
+
+
+_EMPTY = Value("")  # stands for an omitted optional input
+
+
+def _attr_value(a: onnx.AttributeProto) -> Any:
+    v = helper.get_attribute_value(a)
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, list) and v and isinstance(v[0], bytes):
+        return [s.decode() for s in v]
+    if isinstance(v, onnx.TensorProto):
+        return onnx.numpy_helper.to_array(v)
+    return v
+
+
+@dataclass(eq=False)
+class Node:
+    """One operator. Inputs are positional (None where an optional input is omitted)."""
+
+    name: str
+    op_type: str
+    domain: str
+    inputs: tuple[Value | None, ...]
+    outputs: tuple[Value, ...]
+    attrs: dict[str, Any]
+    index: int  # position in the graph's topological order
+    proto: onnx.NodeProto
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return self.attrs.get(name, default)
+
+    def input(self, i: int) -> Value | None:
+        """The i-th input, or None when it is absent or omitted."""
+        return self.inputs[i] if i < len(self.inputs) else None
+
+    @property
+    def present_inputs(self) -> list[Value]:
+        return [v for v in self.inputs if v is not None]
+
+    @property
+    def predecessors(self) -> list[Node]:
+        seen: dict[int, Node] = {}
+        for v in self.present_inputs:
+            if v.producer is not None:
+                seen.setdefault(v.producer.index, v.producer)
+        return list(seen.values())
+
+    @property
+    def successors(self) -> list[Node]:
+        seen: dict[int, Node] = {}
+        for v in self.outputs:
+            for c in v.consumers:
+                seen.setdefault(c.index, c)
+        return list(seen.values())
+
+    def __repr__(self) -> str:
+        return f"Node({self.name!r}, {self.op_type})"
+
+
+class Graph:
+    """A model's main graph in topological order, with Values linked to producers and consumers.
+
+    `model` is the ModelProto after shape inference and constant folding; node names are unique.
+    """
+
+    def __init__(self, model: onnx.ModelProto, *, name: str = "", path: str | None = None,
+                 opset: int = 0, notes: Sequence[str] = ()) -> None:
+        self.model = model
+        self.name = name or model.graph.name or "model"
+        self.path = path
+        self.opset = opset
+        self.notes = list(notes)
+        self.values: dict[str, Value] = {}
+        self.nodes: list[Node] = []
+        self._build()
+
+    # -- construction ---------------------------------------------------------------------------
+    def _value(self, name: str) -> Value:
+        v = self.values.get(name)
+        if v is None:
+            v = self.values[name] = Value(name)
+        return v
+
+    def _build(self) -> None:
+        g = self.model.graph
+        for vi in list(g.input) + list(g.value_info) + list(g.output):
+            v = self._value(vi.name)
+            t = vi.type.tensor_type
+            if vi.type.HasField("tensor_type"):
+                v.dtype = numpy_dtype(t.elem_type) or v.dtype
+                if t.HasField("shape"):
+                    v.shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
+        for init in g.initializer:
+            v = self._value(init.name)
+            v.const = onnx.numpy_helper.to_array(init)
+            v.dtype, v.shape = v.const.dtype, tuple(v.const.shape)
+        init_names = {i.name for i in g.initializer}
+        for vi in g.input:
+            if vi.name not in init_names:
+                self.values[vi.name].is_graph_input = True
+        for vi in g.output:
+            self.values[vi.name].is_graph_output = True
+
+        used_names: set[str] = set()
+        for i, p in enumerate(g.node):
+            name = p.name or f"{p.op_type}_{i}"
+            if name in used_names:
+                name = f"{name}_{i}"
+            used_names.add(name)
+            ins = tuple(self._value(n) if n else None for n in p.input)
+            outs = tuple(self._value(n) for n in p.output if n)
+            node = Node(name, p.op_type, p.domain, ins, outs,
+                        {a.name: _attr_value(a) for a in p.attribute}, i, p)
+            for v in node.present_inputs:
+                v.consumers.append(node)
+            for v in outs:
+                v.producer = node
+            self.nodes.append(node)
+        self.by_name = {n.name: n for n in self.nodes}
+
+    # -- queries --------------------------------------------------------------------------------
+    @property
+    def inputs(self) -> list[Value]:
+        """Graph inputs that are fed at run time (initializers excluded)."""
+        return [self.values[vi.name] for vi in self.model.graph.input if self.values[vi.name].is_graph_input]
+
+    @property
+    def outputs(self) -> list[Value]:
+        return [self.values[vi.name] for vi in self.model.graph.output]
+
+    def node(self, name: str) -> Node:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise DispatchError(f"The model has no node named {name!r}; node names are listed by "
+                                "'python -m dispatch MODEL --ops all'.") from None
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def param_bytes(self) -> int:
+        return sum(i.nbytes for i in self.values.values() if i.is_const and i.producer is None)
+
+    @property
+    def num_params(self) -> int:
+        return sum(i.size for i in self.values.values() if i.is_const and i.producer is None)
