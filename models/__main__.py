@@ -1,0 +1,45 @@
+"""``python -m models list`` and ``python -m models build NAME [--out DIR] [--force]``.
+
+Exit codes as in DESIGN.md: 0 done, 2 bad input or usage (one sentence on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dispatch.errors import DispatchError
+from models.zoo import ZOO, build, get_entry, param_count
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m models", description="The dispatch model zoo.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the zoo models with their parameter counts")
+    b = sub.add_parser("build", help="export a zoo model to ONNX (cached) and print its path")
+    b.add_argument("name", help="zoo model name (see 'list')")
+    b.add_argument("--out", metavar="DIR",
+                   help="output folder (default $DISPATCH_CACHE or ~/.cache/dispatch/models)")
+    b.add_argument("--force", action="store_true", help="rebuild even if a current cached file exists")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            width = max(len(name) for name in ZOO)
+            print(f"{'name':<{width}}  {'params':>12}  description")
+            for name, entry in ZOO.items():
+                print(f"{name:<{width}}  {param_count(name):>12,}  {entry.description}")
+        else:
+            get_entry(args.name)  # fail fast with the list of valid names
+            print(build(args.name, out_dir=args.out, force=args.force))
+    except DispatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
