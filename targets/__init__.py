@@ -1,0 +1,1 @@
+"""Targets the dispatcher places work on: GPU, simulated ASIC and host CPU."""

@@ -1,0 +1,1 @@
+"""The simulated systolic ASIC: NumPy kernels, timing model and target."""
