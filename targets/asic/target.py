@@ -1,0 +1,504 @@
+"""The simulated systolic ASIC: a spec's [asic] table, what it can run, what that costs, and running it.
+
+Support (``unsupported_reason``). The ASIC runs exactly the ops in ``kernels.KERNELS`` (MatMul, Gemm,
+Conv, Relu, Clip, Add, BatchNormalization), from the default ONNX domain, within these limits:
+
+* every input and output has a static shape (the array schedule is compiled for fixed sizes);
+* every tensor's dtype is one the spec lists in ``dtypes`` that the NumPy kernels compute in
+  (float32, float16, bfloat16). Timing and energy always use the array's ``compute_dtype``: a float32
+  graph on tpu-v4-like is timed as bf16 multiplies with fp32 accumulation (what XLA does with fp32
+  matmuls on a TPU by default); on edge-npu it is timed as int8 (post-training quantisation). The
+  NumPy kernels still compute in float32, so outputs match onnxruntime;
+* Conv: the weights W are constant (the compiler lays out the im2col filter matrix ahead of time);
+  MatMul and Gemm may multiply two activations (attention on a TPU does);
+* on a design whose weights must stay on chip (``weight_capacity_bytes`` > 0, the wafer-scale one), a
+  node whose constant inputs, stored in the compute dtype, exceed that capacity is not supported
+  (the partitioner also sums weights over all nodes it places there, via ``capacity_bytes``);
+* BatchNormalization only in inference mode, with constant parameters, directly after a Conv this
+  target supports whose output feeds nothing else: the BN is folded into that Conv's weights;
+* Add: the non-constant operand keeps its shape (the output has the shape of an activation input),
+  and the other operand is a constant (a bias: per channel, per column, a scalar or a table) or a
+  second activation of the same shape (a residual add on the vector unit). Broadcasting between two
+  activations (e.g. (N, C, 1, 1) + (N, C, H, W)) is not an epilogue the array runs;
+* Clip: the bounds are attributes or constant inputs;
+* Relu: always (in a supported dtype).
+
+Cost (``cost``). MatMul, Gemm and Conv map to GEMMs timed by ``timing.simulate_gemm``:
+
+* MatMul (..., M, K) @ (K, N) with a 2-D (or 1-D) B: the batch dims fold into M, one GEMM of
+  (∏batch·M) × K × N. With a batched B every batch entry is its own GEMM: ``batch`` = ∏ of the
+  broadcast batch dims, spread over the arrays by ``simulate_gemm(..., batch=)``. 1-D operands give
+  M = 1 or N = 1.
+* Gemm: M × K × N from A' and B' (transA, transB).
+* Conv: im2col, ``timing.conv_gemm_dims`` → groups × (M = N·∏out) × (K = C/g·∏k) × (N = C_out/g).
+* latency = total cycles / clock; energy = ``timing.energy_j`` (MACs, SRAM and DRAM bytes, static
+  power = the spec's idle_w times the latency).
+
+Epilogues (Relu, Clip, Add, BatchNormalization, and a Conv's or Gemm's bias / alpha / beta) run on
+the vector unit at ``vector_lanes`` element-operations per cycle: ⌈elements·ops/vector_lanes⌉
+cycles, with ops = 1 for Relu, Add, bias and BN (one fused multiply-add per element once folded),
+and one per bound for Clip. Energy per element: ops·``pj_per_vector_op`` plus one SRAM read and one
+write of a compute-dtype word, plus static power over the time. The epilogue time is not overlapped
+with the GEMM it follows, so it is an upper bound (a fused epilogue on real hardware hides it).
+Costs are cached per (op_type, input shapes and dtypes, attributes), since networks repeat layers.
+
+Execution (``compile``): the nodes run in order through ``KERNELS``; constants come from
+``Value.const``; a BatchNormalization whose Conv is in the same segment is folded into it at
+compile time (``kernels.fold_batchnorm``), otherwise it runs as its own kernel. No onnxruntime.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dispatch.cost import Cost, OpCost
+from dispatch.errors import DispatchError
+from dispatch.ir import Graph, Node, Value
+from targets.asic.kernels import FLOAT_DTYPES, KERNELS, Kernel, conv_output_shape, fold_batchnorm
+from targets.asic.timing import (
+    DATAFLOWS,
+    ArrayConfig,
+    EnergyConfig,
+    GemmTiming,
+    conv_gemm_dims,
+    energy_j,
+    simulate_gemm,
+)
+from targets.base import Executable, Target, TargetSpec, register_kind, require
+
+__all__ = ["AsicTarget", "AsicParams", "DTYPE_NAMES", "WORD_BYTES", "parse_asic_params"]
+
+# Spec dtype names -> NumPy dtype names, and bytes per element of each as a compute dtype.
+DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
+WORD_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+
+_REQUIRED = ("rows", "cols", "arrays", "clock_ghz", "dataflow", "ifmap_sram_kib", "filter_sram_kib",
+             "ofmap_sram_kib", "offchip_bandwidth_GBps", "dtypes", "compute_dtype", "pj_per_mac",
+             "pj_per_sram_byte", "pj_per_dram_byte", "vector_lanes", "pj_per_vector_op")
+_OPTIONAL = ("weight_capacity_bytes", "double_buffered", "launch_us")
+
+# Element-wise operations per output element of each epilogue op (Clip: one per bound present).
+_EPILOGUE_OPS = {"Relu": 1, "Add": 1, "BatchNormalization": 1}
+
+
+@dataclass(frozen=True)
+class AsicParams:
+    """The [asic] table, checked: the timing and energy configs plus the target's own limits."""
+
+    array: ArrayConfig
+    energy: EnergyConfig
+    dtypes: tuple[str, ...]  # spec names, e.g. ("bf16", "fp32", "int8")
+    compute_dtype: str
+    weight_capacity_bytes: int  # 0: weights streamed from off-chip, no limit
+    vector_lanes: int
+    pj_per_vector_op: float
+    launch_s: float
+
+    @property
+    def peak_flops(self) -> float:
+        """2 · rows · cols · arrays · clock: every PE doing one multiply-add per cycle."""
+        a = self.array
+        return 2.0 * a.rows * a.cols * a.num_arrays * a.clock_hz
+
+    @property
+    def word_bytes(self) -> int:
+        return WORD_BYTES[self.compute_dtype]
+
+    @property
+    def numpy_dtypes(self) -> frozenset[str]:
+        """NumPy dtype names accepted: the spec's dtypes the float kernels compute in."""
+        return frozenset(DTYPE_NAMES[d] for d in self.dtypes) & frozenset(FLOAT_DTYPES)
+
+
+def _number(table: Mapping[str, Any], key: str, where: str, *, positive: bool = True) -> float:
+    v = require(table, key, where, positive=positive)
+    if not math.isfinite(v) or v < 0:
+        raise DispatchError(f"{where}: '{key}' must be a finite non-negative number, not {v}; fix the value.")
+    return float(v)
+
+
+def _int(table: Mapping[str, Any], key: str, where: str) -> int:
+    return int(require(table, key, where, kind=int))
+
+
+def parse_asic_params(table: Mapping[str, Any], where: str, idle_w: float) -> AsicParams:
+    """Check an [asic] table (see targets/specs/*.toml) and build its timing and energy configs.
+
+    `where` names the file in error messages; `idle_w` (the spec's [power] idle_w) is the static power.
+    """
+    unknown = sorted(set(table) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        raise DispatchError(f"{where} has unknown key(s) {', '.join(unknown)}; valid keys are "
+                            f"{', '.join(_REQUIRED + _OPTIONAL)}.")
+    dataflow = require(table, "dataflow", where, kind=str, positive=False)
+    if dataflow not in DATAFLOWS:
+        raise DispatchError(f"{where}: 'dataflow' must be one of {', '.join(DATAFLOWS)}, not {dataflow!r}.")
+    dtypes = table.get("dtypes")
+    if not isinstance(dtypes, list) or not dtypes or any(d not in DTYPE_NAMES for d in dtypes):
+        raise DispatchError(f"{where}: 'dtypes' must be a non-empty list drawn from "
+                            f"{', '.join(DTYPE_NAMES)}, not {dtypes!r}.")
+    compute = require(table, "compute_dtype", where, kind=str, positive=False)
+    if compute not in dtypes:
+        raise DispatchError(f"{where}: 'compute_dtype' must be one of its dtypes ({', '.join(dtypes)}), "
+                            f"not {compute!r}.")
+    capacity = table.get("weight_capacity_bytes", 0)
+    if isinstance(capacity, bool) or not isinstance(capacity, (int, float)) or not 0 <= capacity < math.inf:
+        raise DispatchError(f"{where}: 'weight_capacity_bytes' must be 0 (weights streamed) or a positive "
+                            f"number of bytes, not {capacity!r}.")
+    double = table.get("double_buffered", True)
+    if not isinstance(double, bool):
+        raise DispatchError(f"{where}: 'double_buffered' must be true or false, not {double!r}.")
+    launch_us = table.get("launch_us", 0.0)
+    if (isinstance(launch_us, bool) or not isinstance(launch_us, (int, float)) or launch_us < 0
+            or not math.isfinite(launch_us)):
+        raise DispatchError(f"{where}: 'launch_us' must be a non-negative number, not {launch_us!r}.")
+    sram = {}
+    for key in ("ifmap_sram_kib", "filter_sram_kib", "ofmap_sram_kib"):
+        sram[key] = int(_number(table, key, where) * 1024)
+        if sram[key] < 1:
+            raise DispatchError(f"{where}: '{key}' must be at least 1/1024 KiB (one byte).")
+    array = ArrayConfig(
+        rows=_int(table, "rows", where), cols=_int(table, "cols", where),
+        clock_hz=_number(table, "clock_ghz", where) * 1e9, dataflow=dataflow,
+        num_arrays=_int(table, "arrays", where),
+        ifmap_sram_bytes=sram["ifmap_sram_kib"], filter_sram_bytes=sram["filter_sram_kib"],
+        ofmap_sram_bytes=sram["ofmap_sram_kib"],
+        offchip_bandwidth_Bps=_number(table, "offchip_bandwidth_GBps", where) * 1e9,
+        word_bytes=WORD_BYTES[compute], double_buffered=double)
+    energy = EnergyConfig(
+        pj_per_mac=_number(table, "pj_per_mac", where, positive=False),
+        pj_per_sram_byte=_number(table, "pj_per_sram_byte", where, positive=False),
+        pj_per_dram_byte=_number(table, "pj_per_dram_byte", where, positive=False),
+        static_w=float(idle_w))
+    return AsicParams(array=array, energy=energy, dtypes=tuple(dtypes), compute_dtype=compute,
+                      weight_capacity_bytes=int(capacity), vector_lanes=_int(table, "vector_lanes", where),
+                      pj_per_vector_op=_number(table, "pj_per_vector_op", where, positive=False),
+                      launch_s=float(launch_us) * 1e-6)
+
+
+# -- support helpers -------------------------------------------------------------------------------------
+def _is_const(v: Value | None) -> bool:
+    return v is not None and v.const is not None
+
+
+def _dtype_name(v: Value) -> str:
+    return v.dtype.name if v.dtype is not None else "unknown"
+
+
+def _single_consumer_conv(bn: Node) -> Node | None:
+    """The Conv feeding `bn` when BN is its output's only use (so folding loses nothing), else None."""
+    x = bn.input(0)
+    conv = x.producer if x is not None else None
+    if conv is None or conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx"):
+        return None
+    if x.is_graph_output or len(x.consumers) != 1 or not _is_const(conv.input(1)):
+        return None
+    return conv
+
+
+def _bn_params_const(bn: Node) -> bool:
+    return all(_is_const(bn.input(i)) for i in range(1, 5))
+
+
+@register_kind("asic")
+class AsicTarget(Target):
+    """A simulated systolic-array accelerator: NumPy kernels for results, the systolic model for cost.
+
+    ``AsicTarget(name, spec, **overrides)``: `overrides` replace keys of the spec's [asic] table (for
+    sweeps over hardware parameters), e.g. ``make_target("asic", "tpu-v4-like", rows=256, cols=256)``.
+    """
+
+    def __init__(self, name: str, spec: TargetSpec, **overrides: Any) -> None:
+        super().__init__(name, spec)
+        table = {**dict(spec.params), **overrides}
+        self.params = parse_asic_params(table, f"Spec '{Path(spec.source).name}' [asic]", spec.idle_w)
+        self.provider = f"numpy (simulated {spec.name})"
+        self.capacity_bytes = self.params.weight_capacity_bytes or None
+        self._cost_cache: dict[tuple, Cost] = {}
+        self._lock = threading.Lock()
+
+    # -- figures ---------------------------------------------------------------------------------------
+    @property
+    def peak_flops(self) -> float:
+        return self.params.peak_flops
+
+    def describe(self) -> dict[str, Any]:
+        a = self.params.array
+        return {**super().describe(), "peak_flops": self.peak_flops,
+                "compute_dtype": self.params.compute_dtype,
+                "array": f"{a.num_arrays} x {a.rows}x{a.cols} {a.dataflow} at {a.clock_hz / 1e9:g} GHz",
+                "offchip_bandwidth_Bps": a.offchip_bandwidth_Bps, "capacity_bytes": self.capacity_bytes}
+
+    def segment_overhead(self) -> Cost:
+        """The spec's optional launch_us per segment (program launch), at idle power."""
+        return Cost(self.params.launch_s, self.params.launch_s * self.spec.idle_w)
+
+    def weight_bytes(self, node: Node, op: OpCost | None = None) -> int:
+        """Constant inputs stored on chip in the compute dtype: elements · word bytes."""
+        return sum(v.size for v in node.present_inputs if v.const is not None) * self.params.word_bytes
+
+    # -- support ---------------------------------------------------------------------------------------
+    def unsupported_reason(self, node: Node) -> str | None:
+        """Why this ASIC cannot run `node` (a short sentence), or None when it can; see the module doc."""
+        op = node.op_type
+        if node.domain not in ("", "ai.onnx"):
+            return f"{op} is in domain '{node.domain}'; the ASIC runs default-domain ONNX ops only"
+        if op not in KERNELS:
+            return f"no ASIC kernel for {op} (it runs {', '.join(sorted(KERNELS))})"
+        for v in (*node.present_inputs, *node.outputs):
+            if not v.static:
+                return f"tensor '{v.name}' has no static shape ({v.shape}); bind dynamic dims with --shape"
+            if _dtype_name(v) not in self.params.numpy_dtypes:
+                why = " (the NumPy kernels compute in floating point)" if v.dtype is not None and \
+                    v.dtype.kind in "iub" else ""
+                return (f"tensor '{v.name}' is {_dtype_name(v)}; {self.spec.name} runs "
+                        f"{', '.join(sorted(self.params.numpy_dtypes))} tensors{why}")
+        if len(node.outputs) != 1:
+            return f"{op} with {len(node.outputs)} outputs (the ASIC kernels produce one)"
+        check = getattr(self, f"_check_{op}", None)
+        reason = check(node) if check is not None else None
+        if reason is not None:
+            return reason
+        cap = self.params.weight_capacity_bytes
+        if cap and self.weight_bytes(node) > cap:
+            return (f"its weights take {self.weight_bytes(node)} bytes in {self.params.compute_dtype}, more "
+                    f"than the {cap} bytes {self.spec.name} holds on chip (weights must stay resident)")
+        return None
+
+    def _check_Conv(self, node: Node) -> str | None:
+        if not _is_const(node.input(1)):
+            return "Conv weights are computed at run time; the ASIC needs constant filters"
+        x, w = node.inputs[0], node.inputs[1]
+        try:
+            conv_output_shape(x.shape, w.shape, auto_pad=node.attr("auto_pad", "NOTSET"),
+                              dilations=node.attr("dilations"), group=int(node.attr("group", 1)),
+                              kernel_shape=node.attr("kernel_shape"), pads=node.attr("pads"),
+                              strides=node.attr("strides"))
+        except DispatchError as e:
+            return str(e).rstrip(".")
+        return None
+
+    def _check_Gemm(self, node: Node) -> str | None:
+        if len(node.inputs[0].shape) != 2 or len(node.inputs[1].shape) != 2:
+            return "Gemm operands must be 2-D"
+        return None
+
+    def _check_MatMul(self, node: Node) -> str | None:
+        if min(len(node.inputs[0].shape), len(node.inputs[1].shape)) < 1:
+            return "MatMul operands must have rank 1 or more"
+        return None
+
+    def _check_Clip(self, node: Node) -> str | None:
+        if any(v is not None and v.const is None for v in node.inputs[1:]):
+            return "Clip bounds are computed at run time; the epilogue needs constant bounds"
+        return None
+
+    def _check_Add(self, node: Node) -> str | None:
+        a, b = node.input(0), node.input(1)
+        out = node.outputs[0].shape
+        acts = [v for v in (a, b) if v is not None and v.const is None]
+        if not acts or all(v.shape != out for v in acts):
+            return "Add broadcasts its activation operand; the ASIC adds a bias or a same-shape tensor"
+        if len(acts) == 2 and a.shape != b.shape:
+            return (f"Add broadcasts between two activations {a.shape} and {b.shape}; the ASIC adds a "
+                    "constant bias or two same-shape tensors")
+        return None
+
+    def _check_BatchNormalization(self, node: Node) -> str | None:
+        if int(node.attr("training_mode", 0)):
+            return "BatchNormalization in training mode; export the model in eval mode"
+        if not _bn_params_const(node):
+            return "BatchNormalization parameters are computed at run time; folding needs constants"
+        conv = _single_consumer_conv(node)
+        if conv is None:
+            return "BatchNormalization is not directly after a Conv it can be folded into (sole consumer)"
+        channels = conv.inputs[1].shape[0]
+        if any(node.inputs[i].shape != (channels,) for i in range(1, 5)):
+            return f"BatchNormalization parameters are not per-channel vectors of length {channels}"
+        reason = self.unsupported_reason(conv)
+        if reason is not None:
+            return f"the Conv it would fold into is not supported: {reason}"
+        return None
+
+    # -- cost ------------------------------------------------------------------------------------------
+    def cost(self, node: Node, op: OpCost | None = None) -> Cost:
+        """Predicted latency and energy of `node` on the array (see the module docstring).
+
+        An unsupported node costs infinity (callers ask `supports` first).
+        """
+        if self.unsupported_reason(node) is not None:
+            return Cost(math.inf, math.inf)
+        key = (node.op_type,
+               tuple(None if v is None else (v.shape, _dtype_name(v), v.const is not None)
+                     for v in node.inputs),
+               tuple(v.shape for v in node.outputs),
+               repr(sorted(node.attrs.items())))
+        with self._lock:
+            hit = self._cost_cache.get(key)
+        if hit is not None:
+            return hit
+        c = self._compute_cost(node)
+        with self._lock:
+            self._cost_cache[key] = c
+        return c
+
+    def gemm_timing(self, node: Node) -> GemmTiming | None:
+        """The systolic timing of a MatMul, Gemm or Conv node (None for epilogue ops)."""
+        cfg = self.params.array
+        if node.op_type == "MatMul":
+            a, b = node.inputs[0].shape, node.inputs[1].shape
+            k = a[-1]
+            n = 1 if len(b) == 1 else b[-1]
+            if len(b) <= 2:  # shared B: fold every row of A into M
+                return simulate_gemm(max(1, math.prod(a[:-1])), k, n, cfg)
+            m = 1 if len(a) == 1 else a[-2]
+            batch = math.prod(np.broadcast_shapes(a[:-2], b[:-2]))
+            return simulate_gemm(m, k, n, cfg, batch=max(1, batch))
+        if node.op_type == "Gemm":
+            a, b = node.inputs[0].shape, node.inputs[1].shape
+            m, k = (a[1], a[0]) if node.attr("transA", 0) else a
+            n = b[0] if node.attr("transB", 0) else b[1]
+            return simulate_gemm(m, k, n, cfg)
+        if node.op_type == "Conv":
+            x, w, y = node.inputs[0].shape, node.inputs[1].shape, node.outputs[0].shape
+            groups, m, k, n = conv_gemm_dims(x[0], x[1], w[0], w[2:], y[2:], int(node.attr("group", 1)))
+            return simulate_gemm(m, k, n, cfg, batch=groups)
+        return None
+
+    def _epilogue_ops(self, node: Node) -> int:
+        """Element-wise operations per output element on the vector unit."""
+        op = node.op_type
+        if op == "Clip":
+            bounds = [v for v in node.inputs[1:] if v is not None]
+            bounds += [node.attrs[k] for k in ("min", "max") if k in node.attrs]
+            return max(1, len(bounds))
+        if op == "Gemm":
+            has_c = node.input(2) is not None and node.attr("beta", 1.0) != 0.0
+            scale_a = node.attr("alpha", 1.0) != 1.0
+            return int(has_c) + int(scale_a) + int(has_c and node.attr("beta", 1.0) != 1.0)
+        if op == "Conv":
+            return int(node.input(2) is not None)
+        return _EPILOGUE_OPS.get(op, 0)
+
+    def _epilogue_cost(self, elements: int, ops: int) -> Cost:
+        if elements == 0 or ops == 0:
+            return Cost()
+        p = self.params
+        seconds = math.ceil(elements * ops / p.vector_lanes) / p.array.clock_hz
+        pj = elements * (ops * p.pj_per_vector_op + 2 * p.word_bytes * p.energy.pj_per_sram_byte)
+        return Cost(seconds, pj * 1e-12 + p.energy.static_w * seconds)
+
+    def _compute_cost(self, node: Node) -> Cost:
+        epilogue = self._epilogue_cost(node.outputs[0].size, self._epilogue_ops(node))
+        t = self.gemm_timing(node)
+        if t is None:
+            return epilogue
+        return Cost(t.latency_s, energy_j(t, self.params.energy)) + epilogue
+
+    # -- execution -------------------------------------------------------------------------------------
+    def compile(self, graph: Graph, nodes: Sequence[Node], inputs: Sequence[str],
+                outputs: Sequence[str]) -> Executable:
+        """A thread-safe callable running `nodes` in order with the NumPy kernels, feeds -> `outputs`."""
+        for n in nodes:
+            reason = self.unsupported_reason(n)
+            if reason is not None:
+                raise DispatchError(f"Node '{n.name}' cannot run on ASIC target '{self.name}': {reason}.")
+        return _Program.build(self.name, nodes, inputs, outputs)
+
+
+# -- compiled program ----------------------------------------------------------------------------------
+Arg = str | np.ndarray | None  # a tensor name read at run time, a constant, or an omitted input
+
+
+@dataclass(frozen=True)
+class _Step:
+    node: str
+    kernel: Kernel
+    args: tuple[Arg, ...]
+    attrs: dict[str, Any]
+    outputs: tuple[str, ...]
+    frees: tuple[str, ...]  # names no later step or output needs
+
+
+def _const(a: np.ndarray) -> np.ndarray:
+    view = a.view()
+    view.flags.writeable = False  # shared by every call: nobody may write into it
+    return view
+
+
+@dataclass(frozen=True)
+class _Program:
+    target: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    steps: tuple[_Step, ...]
+
+    @classmethod
+    def build(cls, target: str, nodes: Sequence[Node], inputs: Sequence[str],
+              outputs: Sequence[str]) -> _Program:
+        in_segment = {n.name for n in nodes}
+        wanted = set(outputs)
+        folded: dict[str, Node] = {}  # Conv name -> the BN folded into it
+        for n in nodes:
+            conv = _single_consumer_conv(n) if n.op_type == "BatchNormalization" else None
+            bias = conv.input(2) if conv is not None else None
+            if (conv is not None and conv.name in in_segment and conv.outputs[0].name not in wanted
+                    and (bias is None or bias.const is not None)):
+                folded[conv.name] = n
+        skip = {bn.name for bn in folded.values()}
+        raw: list[tuple[str, Kernel, list[Arg], dict[str, Any], tuple[str, ...]]] = []
+        for n in nodes:
+            if n.name in skip:
+                continue
+            args: list[Arg] = [None if v is None else (_const(v.const) if v.const is not None else v.name)
+                               for v in n.inputs]
+            outs = tuple(v.name for v in n.outputs)
+            if n.name in folded:
+                bn = folded[n.name]
+                w, b = n.inputs[1].const, (n.input(2).const if n.input(2) is not None else None)
+                w2, b2 = fold_batchnorm(w, b, *(bn.inputs[i].const for i in range(1, 5)),
+                                        epsilon=float(bn.attr("epsilon", 1e-5)))
+                args = [args[0], _const(w2), _const(b2)]
+                outs = tuple(v.name for v in bn.outputs)
+            raw.append((n.name, KERNELS[n.op_type], args, dict(n.attrs), outs))
+        # Check the dataflow: every tensor read is fed or produced earlier; every output is available.
+        available = set(inputs)
+        last_use: dict[str, int] = {}
+        for i, (name, _, args, _, outs) in enumerate(raw):
+            for a in args:
+                if isinstance(a, str):
+                    if a not in available:
+                        raise DispatchError(f"Node '{name}' on ASIC target '{target}' reads '{a}', which is "
+                                            "neither a segment input nor produced earlier in the segment.")
+                    last_use[a] = i
+            available.update(outs)
+        missing = [o for o in outputs if o not in available]
+        if missing:
+            raise DispatchError(f"ASIC target '{target}' cannot produce {', '.join(missing)} from this "
+                                "segment; list only tensors its nodes compute or its inputs.")
+        steps = []
+        for i, (name, kernel, args, attrs, outs) in enumerate(raw):
+            frees = tuple(t for t, j in last_use.items() if j == i and t not in wanted)
+            steps.append(_Step(name, kernel, tuple(args), attrs, outs, frees))
+        return cls(target, tuple(inputs), tuple(outputs), tuple(steps))
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [n for n in self.inputs if n not in feeds]
+        if missing:
+            raise DispatchError(f"ASIC target '{self.target}' needs the input(s) {', '.join(missing)}; "
+                                "feed every segment input.")
+        env: dict[str, np.ndarray] = {n: np.asarray(feeds[n]) for n in self.inputs}
+        for s in self.steps:
+            args = [env[a] if isinstance(a, str) else a for a in s.args]
+            for name, value in zip(s.outputs, s.kernel(args, s.attrs), strict=True):
+                env[name] = value
+            for name in s.frees:
+                del env[name]
+        return {n: env[n] for n in self.outputs}
