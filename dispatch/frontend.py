@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -12,7 +15,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from dispatch.errors import DispatchError
-from dispatch.ir import Graph
+from dispatch.ir import Graph, gc_paused
 
 __all__ = ["load", "load_model_proto", "MIN_OPSET", "MAX_OPSET", "KNOWN_DOMAINS", "parse_shapes"]
 
@@ -21,9 +24,18 @@ MAX_OPSET = onnx.defs.onnx_opset_version()
 # Domains whose operators onnx or onnxruntime define; anything else has no implementation to run.
 KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 # Operators never folded: their value is not a function of their inputs, or they hold subgraphs.
+# DequantizeLinear is kept so that quantized weights stay quantized (QDQ models; onnxruntime's ConstantFolding
+# has the same skip_dequantize_linear rule).
 _NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-            "Bernoulli", "If", "Loop", "Scan", "SequenceConstruct", "SequenceEmpty", "Optional"}
-_FOLD_MAX_ELEMENTS = 1 << 24  # do not materialise constants larger than this (64 MiB of fp32)
+            "Bernoulli", "If", "Loop", "Scan", "SequenceConstruct", "SequenceEmpty", "Optional",
+            "DequantizeLinear"}
+_SUBGRAPH_OPS = {"If", "Loop", "Scan"}
+# A folded constant larger than this (64 MiB of fp32) that is also larger than every input it is computed from
+# (ConstantOfShape, Expand, Tile, Range ...) is left as a node: materialising it would only bloat the model.
+_FOLD_MAX_ELEMENTS = 1 << 24
+# Initializers larger than this go to onnx.checker and shape inference as typed inputs without their data:
+# serialising the weights is what makes those calls slow, and impossible past protobuf's 2 GiB limit.
+_LIGHT_MAX_ELEMENTS = 1024
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -58,8 +70,8 @@ def load_model_proto(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, TypeError) as e:
-        raise DispatchError(f"'{path}' is not a readable ONNX model ({type(e).__name__}); check that the file "
-                            "is an .onnx model and was not truncated.") from None
+        raise DispatchError(f"'{path}' is not a readable ONNX model ({type(e).__name__}); check that the "
+                            "file is an .onnx model and was not truncated.") from None
     if model.ir_version <= 0 or not model.HasField("graph") or len(model.graph.node) == 0:
         raise DispatchError(f"'{path}' is not an ONNX model (no IR version or no graph nodes); check that "
                             "the file is an .onnx model and was not truncated.")
@@ -109,44 +121,71 @@ def _check_opset(model: onnx.ModelProto) -> int:
     return opset
 
 
+def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
+    """Outer-scope names read inside the node's subgraphs (If/Loop/Scan bodies): hidden dependencies."""
+    reads: set[str] = set()
+    for a in node.attribute:
+        for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else
+                    list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []):
+            local = {i.name for i in sub.input} | {i.name for i in sub.initializer}
+            for n in sub.node:
+                reads.update(x for x in n.input if x and x not in local)
+                reads.update(_subgraph_reads(n) - local)
+                local.update(n.output)
+    return reads
+
+
 def _sort_nodes(graph: onnx.GraphProto) -> None:
     """Name every node uniquely, check every input has a source, and sort topologically (Kahn)."""
-    names: set[str] = set()
-    for i, n in enumerate(graph.node):
-        if not n.name or n.name in names:
-            n.name = f"{n.name or n.op_type}_{i}"
-        names.add(n.name)
+    nodes = graph.node
     available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    names: set[str] = set()
+    seen = set(available)
+    ordered = True  # most models are sorted already: one pass checks it
+    for i, n in enumerate(nodes):
+        name = n.name
+        if not name or name in names:
+            n.name = name = f"{name or n.op_type}_{i}"
+        names.add(name)
+        if ordered:
+            ordered = all(x in seen for x in n.input) and \
+                (n.op_type not in _SUBGRAPH_OPS or _subgraph_reads(n) <= seen)
+            seen.update(n.output)
+    if ordered:
+        return
+    inputs: list[Sequence[str]] = []
     producer: dict[str, int] = {}
-    for i, n in enumerate(graph.node):
-        for o in n.output:
-            producer[o] = i
-    indeg = [0] * len(graph.node)
-    users: list[list[int]] = [[] for _ in graph.node]
-    for i, n in enumerate(graph.node):
-        for name in set(n.input):
+    for i, n in enumerate(nodes):
+        ins = list(n.input)
+        inputs.append(set(ins) | _subgraph_reads(n) if n.op_type in _SUBGRAPH_OPS else
+                      ins if len(ins) == len(set(ins)) else list(dict.fromkeys(ins)))
+        producer.update(dict.fromkeys(n.output, i))
+    indeg = [0] * len(nodes)
+    users: list[list[int]] = [[] for _ in nodes]
+    for i, ins in enumerate(inputs):
+        for name in ins:
             if name in available:
                 continue
-            if name not in producer:
-                raise DispatchError(f"Input '{name}' of node '{n.name}' is produced by no node and is neither a "
-                                    "graph input nor an initializer; fix the model's wiring.")
+            p = producer.get(name)
+            if p is None:
+                raise DispatchError(f"Input '{name}' of node '{nodes[i].name}' is produced by no node and is "
+                                    "neither a graph input nor an initializer; fix the model's wiring.")
             indeg[i] += 1
-            users[producer[name]].append(i)
+            users[p].append(i)
     order = [i for i, d in enumerate(indeg) if d == 0]
     for i in order:  # order grows while we walk it
         for j in users[i]:
             indeg[j] -= 1
             if indeg[j] == 0:
                 order.append(j)
-    if len(order) != len(graph.node):
-        stuck = next(graph.node[i].name for i, d in enumerate(indeg) if d > 0)
+    if len(order) != len(nodes):
+        stuck = next(nodes[i].name for i, d in enumerate(indeg) if d > 0)
         raise DispatchError(f"The graph has a cycle through node '{stuck}'; an ONNX graph must be acyclic, "
                             "so re-export the model.")
-    if order != list(range(len(order))):
-        nodes = [graph.node[i] for i in order]
-        copies = [onnx.NodeProto() for _ in nodes]
-        for c, n in zip(copies, nodes):
-            c.CopyFrom(n)
+    if any(i != j for i, j in enumerate(order)):
+        copies = [onnx.NodeProto() for _ in order]
+        for c, i in zip(copies, order, strict=True):
+            c.CopyFrom(nodes[i])
         del graph.node[:]
         graph.node.extend(copies)
 
@@ -171,13 +210,24 @@ def parse_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
         except ValueError:
             shape = ()
         if not shape or any(d <= 0 for d in shape):
-            raise DispatchError(f"Cannot read the shape binding '{item}'; write NAME=1x3x224x224 for an input "
-                                "or SYMBOL=8 for a symbolic dimension, with positive integers.")
+            raise DispatchError(f"Cannot read the shape binding '{item}'; write NAME=1x3x224x224 for an "
+                                "input or SYMBOL=8 for a symbolic dimension, with positive integers.")
         out[name] = shape
     return out
 
 
+def _dims_of(key: str, val: object) -> tuple[int, ...]:
+    """A binding's sizes as positive ints: one int (a symbol) or a sequence of ints (an input's shape)."""
+    items = (val,) if isinstance(val, numbers.Integral) or not isinstance(val, Sequence) else tuple(val)
+    if isinstance(val, str) or not items or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) and int(d) > 0 for d in items):
+        raise DispatchError(f"The shape binding for '{key}' is {val!r}, but sizes must be positive integers; "
+                            "write NAME=1x3x224x224 for an input or SYMBOL=8 for a symbolic dimension.")
+    return tuple(int(d) for d in items)
+
+
 def _bind_dims(graph: onnx.GraphProto, shapes: Mapping[str, Sequence[int] | int]) -> list[str]:
+    """Fix every symbolic input dimension: by input name, by symbol, or to 1 (with a note)."""
     inputs = {i.name: i for i in graph.input}
     symbols = {d.dim_param for i in graph.input for d in i.type.tensor_type.shape.dim if d.dim_param}
     for key in shapes:
@@ -186,32 +236,42 @@ def _bind_dims(graph: onnx.GraphProto, shapes: Mapping[str, Sequence[int] | int]
                                 f"dimension; inputs are {sorted(inputs)} and symbols {sorted(symbols)}.")
     by_symbol: dict[str, int] = {}
     for key, val in shapes.items():
-        dims = (val,) if isinstance(val, int) else tuple(val)
+        dims = _dims_of(key, val)
         if key in inputs:
-            tdims = inputs[key].type.tensor_type.shape.dim
+            ttype = inputs[key].type.tensor_type
+            if not ttype.HasField("shape"):  # unknown rank: the binding gives it
+                for size in dims:
+                    ttype.shape.dim.add().dim_value = size
+                continue
+            tdims = ttype.shape.dim
             if len(tdims) != len(dims):
-                raise DispatchError(f"--shape gives input '{key}' {len(dims)} dimensions but the model declares "
-                                    f"{len(tdims)}; give one size per dimension.")
-            for d, size in zip(tdims, dims):
+                raise DispatchError(f"--shape gives input '{key}' {len(dims)} dimensions but the model "
+                                    f"declares {len(tdims)}; give one size per dimension.")
+            for d, size in zip(tdims, dims, strict=True):
                 if d.HasField("dim_value") and d.dim_value != size:
-                    raise DispatchError(f"--shape sets a dimension of input '{key}' to {size}, but the model fixes "
-                                        f"it at {d.dim_value}; bind only symbolic dimensions.")
+                    raise DispatchError(f"--shape sets a dimension of input '{key}' to {size}, but the model "
+                                        f"fixes it at {d.dim_value}; bind only symbolic dimensions.")
                 if d.dim_param:
                     prev = by_symbol.setdefault(d.dim_param, size)
                     if prev != size:
                         raise DispatchError(f"Symbolic dimension '{d.dim_param}' is bound to both {prev} and "
                                             f"{size}; give it one size.")
+                elif not d.HasField("dim_value"):
+                    d.dim_value = size
         else:
             if len(dims) != 1:
                 raise DispatchError(f"Symbol '{key}' is one dimension; bind it as {key}=N.")
-            by_symbol[key] = dims[0]
+            prev = by_symbol.setdefault(key, dims[0])
+            if prev != dims[0]:
+                raise DispatchError(f"Symbolic dimension '{key}' is bound to both {prev} and {dims[0]}; "
+                                    "give it one size.")
     notes: list[str] = []
     defaulted: set[str] = set()
     for i in graph.input:
-        for d in i.type.tensor_type.shape.dim:
+        for k, d in enumerate(i.type.tensor_type.shape.dim):
             if d.HasField("dim_value"):
                 continue
-            sym = d.dim_param or f"{i.name}[?]"
+            sym = d.dim_param or f"{i.name}[{k}]"
             size = by_symbol.get(sym)
             if size is None:
                 size = 1
@@ -224,110 +284,266 @@ def _bind_dims(graph: onnx.GraphProto, shapes: Mapping[str, Sequence[int] | int]
     return notes
 
 
-# -- shape inference and constant folding ---------------------------------------------------------------
-def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+# -- checker, shape inference and constant folding -------------------------------------------------------
+def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its large initializers as typed graph inputs (no data), for checker and inference."""
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    g, lg = model.graph, light.graph
+    lg.name = g.name
+    lg.node.extend(g.node)
+    lg.input.extend(g.input)
+    lg.output.extend(g.output)
+    lg.value_info.extend(g.value_info)
+    lg.sparse_initializer.extend(g.sparse_initializer)
+    for t in g.initializer:
+        if math.prod(t.dims) <= _LIGHT_MAX_ELEMENTS:
+            lg.initializer.append(t)
+        else:
+            lg.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return light
+
+
+def _check(light: onnx.ModelProto) -> None:
     try:
-        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        onnx.checker.check_model(light)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0]
+        raise DispatchError(f"The model fails onnx.checker ({first}); fix or re-export the model.") from None
+
+
+def _infer(model: onnx.ModelProto, light: onnx.ModelProto | None = None) -> None:
+    """Run onnx shape inference with data propagation; write the inferred value_info and outputs to model."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light if light is not None else _light_copy(model),
+                                                     check_type=False, strict_mode=False, data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DispatchError(f"Shape inference failed ({first}); check the input shapes given with --shape.") \
             from None
+    g = model.graph
+    del g.value_info[:]
+    g.value_info.extend(inferred.graph.value_info)
+    del g.output[:]
+    g.output.extend(inferred.graph.output)
+    if _same_shape_fallback(g):  # each round reaches one more op of a chain of them
+        _infer(model)
 
 
-def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    out = {}
-    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
-        t = vi.type.tensor_type
-        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
-            out[vi.name] = tuple(d.dim_value for d in t.shape.dim)
+# Operators whose output 0 has input 0's type and shape but for which onnx's shape inference (1.23) infers
+# nothing (they are defined as functions); without this, every shape after them would be unknown.
+_SAME_SHAPE = {"GroupNormalization", "MeanVarianceNormalization"}
+
+
+def _same_shape_fallback(g: onnx.GraphProto) -> bool:
+    """Give the outputs of _SAME_SHAPE ops their input's type when inference left them without a shape."""
+    nodes = [n for n in g.node if n.op_type in _SAME_SHAPE and n.domain in ("", "ai.onnx")]
+    if not nodes:
+        return False
+    info = {vi.name: vi for vi in (*g.input, *g.value_info, *g.output)}
+    outputs = {o.name: o for o in g.output}
+    changed = False
+    for n in nodes:
+        src, dst = info.get(n.input[0]), info.get(n.output[0])
+        if src is None or not src.type.tensor_type.HasField("shape") or \
+                (dst is not None and dst.type.tensor_type.HasField("shape")):
+            continue
+        vi = outputs.get(n.output[0]) or g.value_info.add()
+        vi.type.CopyFrom(src.type)
+        vi.name = n.output[0]
+        changed = True
+    return changed
+
+
+def _static_dims(vi: onnx.ValueInfoProto | None) -> tuple[int, ...] | None:
+    """The value's shape when every dimension is known, else None."""
+    if vi is None or not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+        return None
+    dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim)
+    return dims if all(d >= 0 for d in dims) else None
+
+
+def _run_reference(nodes: list[onnx.NodeProto], feeds: dict[str, np.ndarray],
+                   opset: int) -> dict[str, np.ndarray]:
+    """Evaluate nodes (in topological order) on constant feeds with onnx's reference implementation."""
+    from onnx.reference import ReferenceEvaluator
+
+    outs = [o for n in nodes for o in n.output if o]
+    g = helper.make_graph(nodes, "fold", [helper.make_empty_tensor_value_info(n) for n in feeds],
+                          [helper.make_empty_tensor_value_info(o) for o in outs])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    return {o: np.asarray(r) for o, r in zip(outs, ReferenceEvaluator(m).run(None, feeds), strict=True)}
+
+
+def _evaluate(nodes: list[onnx.NodeProto], feeds: dict[str, np.ndarray], opset: int) -> dict[str, np.ndarray]:
+    """Outputs of the constant nodes: one reference run for all; if that fails, node by node, leaving out the
+    nodes the reference runtime cannot evaluate and those that depend on them."""
+    try:
+        return _run_reference(nodes, feeds, opset)
+    except Exception:  # noqa: BLE001 - any op the reference runtime rejects; retried one node at a time below
+        pass
+    values = dict(feeds)
+    out: dict[str, np.ndarray] = {}
+    for n in nodes:
+        ins = list(dict.fromkeys(i for i in n.input if i))
+        if not all(i in values for i in ins):
+            continue
+        try:
+            res = _run_reference([n], {i: values[i] for i in ins}, opset)
+        except Exception:  # noqa: BLE001 - an op the reference runtime cannot evaluate stays in the graph
+            continue
+        values.update(res)
+        out.update(res)
     return out
 
 
-def _eval_node(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opset: int) -> list[np.ndarray] | None:
-    """Evaluate one node on constant inputs with onnx's reference implementation."""
-    from onnx.reference import ReferenceEvaluator
-
-    present = [n for n in node.input if n]
-    g = helper.make_graph(
-        [node], "fold",
-        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(feeds[n].dtype), feeds[n].shape)
-         for n in dict.fromkeys(present)],
-        [helper.make_empty_tensor_value_info(o) for o in node.output if o])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    try:
-        res = ReferenceEvaluator(m).run(None, {n: feeds[n] for n in present})
-    except Exception:  # an op the reference runtime cannot evaluate stays in the graph
-        return None
-    return [np.asarray(r) for r in res]
+def _shape_value(node: onnx.NodeProto, dims: tuple[int, ...]) -> np.ndarray:
+    """Shape (its start/end slice clamps like Python slicing, as the spec says) or Size of a static shape."""
+    shp = np.array(dims, dtype=np.int64)
+    if node.op_type == "Size":
+        return np.array(int(np.prod(shp)), dtype=np.int64)
+    attrs = {a.name: a.i for a in node.attribute}
+    return shp[attrs.get("start", 0):attrs.get("end", len(shp))]
 
 
 def _fold_constants(model: onnx.ModelProto, opset: int) -> bool:
-    """Replace every node whose value depends only on constants by initializers. Returns True if any."""
+    """Replace every node whose value depends only on constants by initializers (Shape/Size of a tensor of
+    static shape count as constants). Costs one pass over the nodes plus the work on the constant ones.
+
+    Returns True when shape inference should run again: a kept node reads a folded value and still has an
+    output of unknown shape.
+    """
     g = model.graph
-    consts: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in g.initializer}
-    shapes = _static_shapes(model)
+    inits = {t.name: t for t in g.initializer}
+    sizes: dict[str, int] = {name: math.prod(t.dims) for name, t in inits.items()}  # known constants
+    info: dict[str, onnx.ValueInfoProto] = {}
+    shape_values: dict[str, np.ndarray] = {}
     folded: set[int] = set()
+    candidates: list[int] = []
+    limit: dict[int, float] = {}  # candidate -> the size above which its output is too big to materialise
     for idx, node in enumerate(g.node):
         if node.domain not in ("", "ai.onnx") or node.op_type in _NO_FOLD:
             continue
-        outs: list[np.ndarray] | None = None
-        if node.op_type in ("Shape", "Size") and node.input[0] in shapes and node.input[0] not in consts:
-            shp = np.array(shapes[node.input[0]], dtype=np.int64)
-            if node.op_type == "Size":
-                outs = [np.array(int(np.prod(shp)), dtype=np.int64)]
-            else:
-                attrs = {a.name: a.i for a in node.attribute}
-                outs = [shp[attrs.get("start", 0):attrs.get("end", len(shp))]]
-        elif all(n in consts for n in node.input if n):
-            outs = _eval_node(node, consts, opset)
-        if outs is None or any(o.size > _FOLD_MAX_ELEMENTS for o in outs):
+        ins = node.input
+        if node.op_type in ("Shape", "Size") and ins[0] not in sizes:
+            if not info:
+                info = {vi.name: vi for vi in (*g.input, *g.value_info, *g.output)}
+            dims = _static_dims(info.get(ins[0]))
+            if dims is not None:
+                shape_values[node.output[0]] = arr = _shape_value(node, dims)
+                sizes[node.output[0]] = arr.size
+                folded.add(idx)
             continue
-        for name, arr in zip([o for o in node.output if o], outs):
-            consts[name] = arr
-        folded.add(idx)
+        if all(n in sizes for n in ins if n):
+            if not info:
+                info = {vi.name: vi for vi in (*g.input, *g.value_info, *g.output)}
+            # A Constant's data is in the model already; anything else may not blow up past the limit.
+            limit[idx] = biggest = math.inf if node.op_type == "Constant" else \
+                max(_FOLD_MAX_ELEMENTS, max((sizes[n] for n in ins if n), default=0))
+            out_dims = [_static_dims(info.get(o)) for o in node.output if o]
+            out_sizes = [math.prod(d) if d is not None else 0 for d in out_dims]
+            if any(s > biggest for s in out_sizes):
+                continue
+            candidates.append(idx)
+            sizes.update(zip([o for o in node.output if o], out_sizes, strict=True))
+    if not folded and not candidates:
+        return False
+    values = dict(shape_values)
+    if candidates:
+        produced = {o for i in candidates for o in g.node[i].output}
+        needed = {n for i in candidates for n in g.node[i].input if n and n not in produced}
+        feeds = {n: shape_values[n] if n in shape_values else numpy_helper.to_array(inits[n]) for n in needed}
+        values.update(_evaluate([g.node[i] for i in candidates], feeds, opset))
+        for i in candidates:
+            outs = [o for o in g.node[i].output if o]
+            if all(o in values and values[o].size <= limit[i] for o in outs):
+                folded.add(i)
     if not folded:
         return False
-    keep = [n for i, n in enumerate(g.node) if i not in folded]
-    needed = {n for node in keep for n in node.input} | {o.name for o in g.output}
-    produced = {o for node in keep for o in node.output}
-    old_inits = {i.name for i in g.initializer}
-    new_inits = [i for i in g.initializer if i.name in needed]
-    for name in sorted(needed - produced - old_inits):
-        if name in consts:
-            new_inits.append(numpy_helper.from_array(np.asarray(consts[name]), name))
-    del g.node[:]
-    g.node.extend(keep)
-    del g.initializer[:]
-    g.initializer.extend(new_inits)
-    stale = {i.name for i in new_inits}
-    vis = [v for v in g.value_info if v.name not in stale]
-    del g.value_info[:]
-    g.value_info.extend(vis)
-    return True
+
+    folded_outs = {o for i in folded for o in g.node[i].output if o}
+    read_by_folded = {n for i in folded for n in g.node[i].input if n}
+    needed = {o.name for o in g.output}
+    reinfer = False
+    for idx, node in enumerate(g.node):
+        if idx in folded:
+            continue
+        ins = [n for n in node.input if n]
+        needed.update(ins)
+        if not reinfer and any(n in folded_outs for n in ins):
+            reinfer = any(_static_dims(info.get(o)) is None for o in node.output if o)
+    for i in sorted(folded, reverse=True):
+        del g.node[i]
+    drop = [k for k, t in enumerate(g.initializer) if t.name in read_by_folded and t.name not in needed]
+    for k in reversed(drop):
+        del g.initializer[k]
+    stale = [k for k, vi in enumerate(g.value_info) if vi.name in folded_outs]
+    for k in reversed(stale):
+        del g.value_info[k]
+    g.initializer.extend(numpy_helper.from_array(np.asarray(values[name]), name)
+                         for name in sorted(folded_outs & needed))
+    return reinfer
+
+
+class _Stopwatch:
+    """Records the seconds each stage took into a caller's dict (or nowhere)."""
+
+    def __init__(self, out: dict[str, float] | None) -> None:
+        self.out, self.t = out, time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self.out is not None:
+            self.out[stage] = self.out.get(stage, 0.0) + now - self.t
+        self.t = now
 
 
 def load(source: str | os.PathLike | onnx.ModelProto,
-         shapes: Mapping[str, Sequence[int] | int] | None = None) -> Graph:
-    """Load, check, bind symbolic dimensions, infer shapes and fold constants; return the Graph."""
+         shapes: Mapping[str, Sequence[int] | int] | None = None, *,
+         timings: dict[str, float] | None = None) -> Graph:
+    """Load, check, bind symbolic dimensions, infer shapes and fold constants; return the Graph.
+
+    `timings`, when given, receives the seconds spent per stage: read (parse the file, external data),
+    sort (opset and domain checks, topological sort, shape bindings), check (onnx.checker on the model
+    without its large weights), infer (onnx shape inference), fold (constant folding), graph (the IR).
+    A ModelProto passed in is not modified.
+    """
+    with gc_paused():
+        return _load(source, shapes, _Stopwatch(timings))
+
+
+def _load(source: str | os.PathLike | onnx.ModelProto, shapes: Mapping[str, Sequence[int] | int] | None,
+          clock: _Stopwatch) -> Graph:
     proto, path = load_model_proto(source)
-    model = onnx.ModelProto()
-    model.CopyFrom(proto)
+    if isinstance(source, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(proto)
+    else:
+        model = proto  # freshly read: ours to change
+    clock("read")
     g = model.graph
     _drop_initializer_inputs(g)
     if model.ir_version < 4:
         model.ir_version = 4  # initializers are no longer inputs, as IR 4 allows
     opset = _check_opset(model)
     _sort_nodes(g)
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as e:
-        first = str(e).strip().splitlines()[0]
-        raise DispatchError(f"The model fails onnx.checker ({first}); fix or re-export the model.") from None
     notes = _bind_dims(g, shapes or {})
-    model = _infer(model)
+    clock("sort")
+    light = _light_copy(model)
+    _check(light)
+    clock("check")
+    _infer(model, light)
+    clock("infer")
     for _ in range(4):
-        if not _fold_constants(model, opset):
+        reinfer = _fold_constants(model, opset)
+        clock("fold")
+        if not reinfer:
             break
-        model = _infer(model)
+        _infer(model)
+        clock("infer")
     name = Path(path).stem if path else (model.graph.name or "model")
-    return Graph(model, name=name, path=path, opset=opset, notes=notes)
+    graph = Graph(model, name=name, path=path, opset=opset, notes=notes)
+    clock("graph")
+    return graph
