@@ -44,11 +44,14 @@ Costs are cached per (op_type, input shapes and dtypes, attributes), since netwo
 
 Execution (``compile``): the nodes run in order through ``KERNELS``; constants come from
 ``Value.const``; a BatchNormalization whose Conv is in the same segment is folded into it at
-compile time (``kernels.fold_batchnorm``), otherwise it runs as its own kernel. No onnxruntime.
+compile time (``kernels.fold_batchnorm``), otherwise it runs as its own kernel. Relu, Clip and Add
+write into an operand that an earlier node of the segment produced and nothing later reads
+(``kernels.INPLACE_KERNELS``), so activations and residual sums allocate nothing. No onnxruntime.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Mapping, Sequence
@@ -61,7 +64,14 @@ import numpy as np
 from dispatch.cost import Cost, OpCost
 from dispatch.errors import DispatchError
 from dispatch.ir import Graph, Node, Value
-from targets.asic.kernels import FLOAT_DTYPES, KERNELS, Kernel, conv_output_shape, fold_batchnorm
+from targets.asic.kernels import (
+    FLOAT_DTYPES,
+    INPLACE_KERNELS,
+    KERNELS,
+    Kernel,
+    conv_output_shape,
+    fold_batchnorm,
+)
 from targets.asic.timing import (
     DATAFLOWS,
     ArrayConfig,
@@ -453,6 +463,7 @@ class _Program:
                     and (bias is None or bias.const is not None)):
                 folded[conv.name] = n
         skip = {bn.name for bn in folded.values()}
+        op_types = {n.name: n.op_type for n in nodes}
         raw: list[tuple[str, Kernel, list[Arg], dict[str, Any], tuple[str, ...]]] = []
         for n in nodes:
             if n.name in skip:
@@ -483,9 +494,19 @@ class _Program:
         if missing:
             raise DispatchError(f"ASIC target '{target}' cannot produce {', '.join(missing)} from this "
                                 "segment; list only tensors its nodes compute or its inputs.")
+        # A step may write its result into an operand that an earlier step of this segment produced (kernels
+        # return fresh arrays), that no later step reads and that is not a segment output: Relu, Clip and
+        # residual Adds then run in place, without allocating (INPLACE_KERNELS).
+        produced_at = {t: i for i, (*_, outs) in enumerate(raw) for t in outs}
         steps = []
         for i, (name, kernel, args, attrs, outs) in enumerate(raw):
             frees = tuple(t for t, j in last_use.items() if j == i and t not in wanted)
+            inplace = INPLACE_KERNELS.get(op_types[name])
+            if inplace is not None:
+                owned = [k for k in inplace.operands if k < len(args) and isinstance(args[k], str)
+                         and args[k] in frees and produced_at.get(args[k], i) < i]
+                if owned:
+                    kernel = functools.partial(inplace.kernel, into=owned[0])
             steps.append(_Step(name, kernel, tuple(args), attrs, outs, frees))
         return cls(target, tuple(inputs), tuple(outputs), tuple(steps))
 
