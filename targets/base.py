@@ -117,7 +117,7 @@ class Target(ABC):
         return {"kind": self.kind, "spec": self.spec.name, "provider": self.provider,
                 "description": self.spec.description, "source": self.spec.source}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op by default: most targets hold nothing to free
         """Free compiled resources."""
 
     def __repr__(self) -> str:

@@ -1,0 +1,723 @@
+"""onnxruntime-backed targets: a GPU ("gpu") and the host CPU ("cpu").
+
+Both execute segments through onnxruntime (one InferenceSession per compiled segment, the provider chosen
+among TensorRT, CUDA, CPU and recorded) and predict with the same roofline per operator:
+
+    latency = max(flops / (peak · eff_compute[class]), bytes / (bw · eff_memory[class])) + overhead[class]
+
+* `peak`: the spec's figure for the chosen precision for the matrix classes gemm and conv (tensor cores),
+  the fp32 vector peak for every other class. `flops`: the analysis' count, or for element-wise kernels
+  that evaluate erf, tanh, exp ... the per-element work in `_ELEMENT_FLOPS`.
+* `bytes`: activations stream at the cache bandwidth (`cache_bandwidth_GBps`, if the spec has one) when
+  they fit in the last-level cache (`l2_bytes`), else at DRAM bandwidth; weights only when the whole
+  model's weights stay resident between runs (a quarter of the cache), else from DRAM.
+* `overhead`: the kernel launch (spec `launch_us`) or, with a calibrated profile, the fitted fixed cost.
+  A profile may also scale the busy time of one kernel when compute- or memory-bound (`kernel_scale`).
+* Views (Reshape, Flatten ...) move nothing: only the fixed cost remains (none on a GPU: no kernel).
+
+Precision changes only the prediction (the model still runs in its own dtypes): for fp16/bf16 the
+float32 tensors a node touches are counted at 2 bytes per element, as they would be stored; tf32 keeps
+fp32 storage and only changes the matrix peak.
+
+Fusion. onnxruntime's graph transformers fold neighbours into one kernel (Conv+activation, Conv+residual
+Add, MatMul+bias Add -> Gemm, Gemm+activation, MatMul+scale -> FusedMatMul, the Erf GELU pattern -> Gelu,
+Add+LayerNormalization -> SkipLayerNormalization). A node such a transformer absorbs costs nothing extra
+(`absorbed_by` says why; `kernel_of` names the kernel its producer becomes), except activations a fused
+convolution applies as a second pass (`_SECOND_PASS`). This holds when producer and node share a segment,
+which the partitioner usually arranges since splitting there only adds transfers. A test checks that the
+kernels these rules predict for the small zoo models are those of onnxruntime's optimised graph.
+
+Energy follows the linear utilisation model of Fan, Weber and Barroso ("Power provisioning for a
+warehouse-sized computer", ISCA 2007): P = idle_w + (active_w - idle_w) · u, where u is the share of the
+op's latency that its limiting roofline resource is busy (launch and fixed overheads draw idle power).
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from dispatch.cost import OP_CLASSES, Cost, OpCost
+from dispatch.errors import DispatchError
+from dispatch.ir import Graph, Node
+from targets.base import Executable, Target, TargetSpec, list_presets, register_kind, require
+from targets.subgraph import extract_shared
+
+__all__ = [
+    "GpuTarget",
+    "CpuTarget",
+    "OrtTarget",
+    "DeviceModel",
+    "ClassParams",
+    "PRECISIONS",
+    "PROVIDER_ORDER",
+    "choose_provider",
+    "session_options",
+    "op_class",
+    "absorbed_by",
+    "kernel_reason",
+    "CUDA_GAPS",
+    "element_flops",
+    "kernel_of",
+    "model_weight_bytes",
+]
+
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+_STORE_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2}  # bytes per float element as stored
+_MATRIX_CLASSES = ("gemm", "conv")  # the classes that run on tensor cores / matrix units
+PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+# The op class of onnxruntime's own operators (domain com.microsoft), which the analysis table, keyed by
+# ONNX op_type, does not know (it reports them as "other"), and of the few ONNX ops it lacks.
+_CLASS_OF = {
+    "FusedMatMul": "gemm", "FusedGemm": "gemm", "FusedConv": "conv", "Gelu": "elementwise",
+    "FastGelu": "elementwise", "BiasGelu": "elementwise", "SkipLayerNormalization": "normalization",
+    "SimplifiedLayerNormalization": "normalization", "TopK": "reduction",
+}  # fmt: skip
+
+# Operators onnxruntime's CUDA execution provider has no kernel for (default ONNX domain), read from the
+# generated table onnxruntime/docs/OperatorKernels.md ("Operators implemented by CUDAExecutionProvider",
+# commit 001d12d2): each is listed for the CPU provider and absent, in alphabetical place, from the CUDA list.
+# Used for GPU targets on machines without the CUDA provider; where it is present its kernel registry decides.
+CUDA_GAPS = {
+    "Celu": "no CUDA kernel (listed for CPU only in onnxruntime's OperatorKernels.md)",
+    "Col2Im": "no CUDA kernel (listed for CPU only in onnxruntime's OperatorKernels.md)",
+    "Cosh": "no CUDA kernel (listed for CPU only in onnxruntime's OperatorKernels.md)",
+    "Det": "no CUDA kernel (listed for CPU only in onnxruntime's OperatorKernels.md)",
+    "DFT": "no CUDA kernel in the ONNX domain (listed for CPU only in onnxruntime's OperatorKernels.md)",
+}
+
+_ACTIVATIONS = ("Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid")  # ORT's FusedConv/FusedGemm
+# Activations a fused convolution still applies as a second pass over its output, so they keep their cost:
+# MLAS applies ReLU inside its convolution kernel and the others afterwards, and CUDA's fused convolution
+# (cuDNN's convolution-bias-activation) takes ReLU only. Measured here, 1x1 conv 16->96 at 112x112: 354 µs
+# alone, 360 µs with Relu, 471 µs with Clip.
+_SECOND_PASS = ("Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid")
+
+
+# -- providers and sessions ---------------------------------------------------------------------------
+def choose_provider(available: Sequence[str] | None = None, wanted: Sequence[str] | None = None) -> str:
+    """The first of TensorRT, CUDA, CPU (or of `wanted`) that onnxruntime offers here."""
+    have = list(ort.get_available_providers() if available is None else available)
+    order = list(wanted) if wanted else list(PROVIDER_ORDER)
+    for p in order:
+        if p in have:
+            return p
+    raise DispatchError(
+        f"None of the execution providers {', '.join(order)} is available in this "
+        f"onnxruntime build; choose among {', '.join(have)}."
+    )
+
+
+def _provider_list(provider: str) -> list[str]:
+    """The session's provider list: the chosen one, with the CPU provider behind it for any leftovers."""
+    return [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+
+
+def session_options(threads: int | None = None, profile_prefix: str | None = None) -> ort.SessionOptions:
+    """The options every session of these targets uses (and calibration measures with): ORT_ENABLE_ALL."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # errors only
+    if threads:
+        so.intra_op_num_threads = threads
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return so
+
+
+# -- what onnxruntime can run ------------------------------------------------------------------------
+@functools.cache
+def _kernel_index() -> dict[tuple[str, str, str], list[Mapping[str, list[str]]]]:
+    """(provider, domain, op_type) -> type constraints of each kernel onnxruntime registered."""
+    from onnxruntime.capi import _pybind_state as C
+
+    index: dict[tuple[str, str, str], list[Mapping[str, list[str]]]] = {}
+    for k in C.get_all_opkernel_def():
+        index.setdefault((k.provider, k.domain, k.op_name), []).append(dict(k.type_constraints))
+    return index
+
+
+@functools.cache
+def _ort_schemas() -> dict[tuple[str, str], Any]:
+    from onnxruntime.capi import _pybind_state as C
+
+    return {(s.domain, s.name): s for s in C.get_all_operator_schema()}
+
+
+def _type_str(v: Any) -> str | None:
+    """'tensor(float)' for a Value's dtype, None when unknown."""
+    if v is None or v.dtype is None:
+        return None
+    if v.dtype == np.dtype(object) or v.dtype.kind in "US":
+        return "tensor(string)"
+    try:
+        return (
+            f"tensor({onnx.TensorProto.DataType.Name(onnx.helper.np_dtype_to_tensor_dtype(v.dtype)).lower()})"
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _formal_types(node: Node, domain: str) -> list[tuple[str, str]] | None:
+    """(type parameter, actual type) for each input/output with a known dtype; None if no schema exists."""
+    if domain == "":
+        try:
+            schema = onnx.defs.get_schema(node.op_type, domain="")
+        except onnx.defs.SchemaError:
+            return None
+        ins = [
+            (p.type_str, p.option == onnx.defs.OpSchema.FormalParameterOption.Variadic) for p in schema.inputs
+        ]
+        outs = [
+            (p.type_str, p.option == onnx.defs.OpSchema.FormalParameterOption.Variadic)
+            for p in schema.outputs
+        ]
+    else:
+        schema = _ort_schemas().get((domain, node.op_type))
+        if schema is None:
+            return None
+        var = schema.FormalParameterOption.Variadic
+        ins = [(p.typeStr, p.option == var) for p in schema.inputs]
+        outs = [(p.typeStr, p.option == var) for p in schema.outputs]
+    pairs: list[tuple[str, str]] = []
+    for params, values in ((ins, node.inputs), (outs, node.outputs)):
+        for i, v in enumerate(values):
+            if i < len(params):
+                tstr = params[i][0]
+            elif params and params[-1][1]:  # a variadic last parameter takes the rest
+                tstr = params[-1][0]
+            else:
+                break
+            actual = _type_str(v)
+            if actual:
+                pairs.append((tstr, actual))
+    return pairs
+
+
+def kernel_reason(node: Node, provider: str) -> str | None:
+    """Why onnxruntime's `provider` has no kernel for this node (op, domain and dtypes), or None."""
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    kernels = _kernel_index().get((provider, domain, node.op_type))
+    where = f"{domain}::{node.op_type}" if domain else node.op_type
+    if not kernels:
+        return f"onnxruntime's {provider} has no kernel for {where}"
+    pairs = _formal_types(node, domain)
+    if pairs is None:
+        return f"{where} has no operator schema in onnx or onnxruntime"
+    for constraints in kernels:
+        if all(actual in constraints[t] for t, actual in pairs if t in constraints):
+            return None
+    types = ", ".join(sorted({f"{t}={a}" for t, a in pairs}))
+    return f"onnxruntime's {provider} has no {where} kernel for {types}"
+
+
+# -- classes and fusion -----------------------------------------------------------------------------
+def op_class(node: Node, op: OpCost) -> str:
+    """The analysis' class, or the table above when the analysis had no entry (class 'other')."""
+    if op.free:
+        return "view"
+    if op.op_class != "other":
+        return op.op_class
+    return _CLASS_OF.get(node.op_type, "other")
+
+
+def _sole(v: Any) -> Node | None:
+    """The producer of value v when v feeds exactly one node (so the producer may absorb that node)."""
+    if v is None or v.producer is None or len(v.consumers) != 1:
+        return None
+    return v.producer
+
+
+def _is_scalar_const(v: Any) -> bool:
+    return v is not None and v.const is not None and v.const.size == 1
+
+
+def _absorbed_add(node: Node) -> str | None:
+    a, b = node.input(0), node.input(1)
+    for x, y in ((a, b), (b, a)):
+        p = _sole(x)
+        if p is None:
+            continue
+        if p.op_type in ("MatMul", "Gemm") and y is not None and y.const is not None:
+            return f"bias of {p.name} (MatMulAddFusion)"
+        if (
+            p.op_type == "Conv"
+            and y is not None
+            and (y.const is not None or y.shape == node.outputs[0].shape)
+        ):
+            return f"sum into {p.name} (ConvAddFusion / NCHWc Conv with Sum)"
+    out = node.outputs[0]
+    if (
+        len(out.consumers) == 1
+        and out.consumers[0].op_type == "LayerNormalization"
+        and a is not None
+        and b is not None
+        and a.const is None
+        and b.const is None
+        and a.shape == b.shape
+    ):
+        return f"skip input of {out.consumers[0].name} (SkipLayerNormFusion)"
+    return None
+
+
+def _has_bias(matmul: Node) -> bool:
+    """Whether MatMulAddFusion turns this MatMul and the Add after it into a Gemm."""
+    outs = matmul.outputs[0].consumers
+    return len(outs) == 1 and outs[0].op_type == "Add" and "MatMulAddFusion" in (_absorbed_add(outs[0]) or "")
+
+
+def _gelu_members(erf: Node) -> set[str]:
+    """Names of the nodes ORT's GeluFusion folds into `erf`: x/√2 -> Erf -> +1 -> ·x -> ·0.5."""
+    members: set[str] = set()
+    div = _sole(erf.input(0))
+    if div is not None and div.op_type == "Div" and _is_scalar_const(div.input(1)):
+        members.add(div.name)
+    cur = erf
+    for op_type in ("Add", "Mul", "Mul"):
+        outs = cur.outputs[0].consumers
+        if len(outs) != 1 or outs[0].op_type != op_type:
+            break
+        cur = outs[0]
+        members.add(cur.name)
+    return members
+
+
+def absorbed_by(node: Node) -> str | None:
+    """Why onnxruntime fuses this node into a neighbour (so it adds no kernel), or None."""
+    t = node.op_type
+    x = node.input(0)
+    if t in _ACTIVATIONS:
+        p = _sole(x)
+        if p is not None and p.op_type in ("Conv", "Gemm"):
+            return f"activation of {p.name} (FusedConv / FusedGemm)"
+        why = _absorbed_add(p) if p is not None and p.op_type == "Add" else None
+        if why and "SkipLayerNorm" not in why:
+            return f"activation after {p.name}, which is fused into its producer"
+    if t == "Add" and _absorbed_add(node):
+        return _absorbed_add(node)
+    if t in ("Mul", "Div") and (_is_scalar_const(node.input(1)) or (t == "Mul" and _is_scalar_const(x))):
+        src = node.input(1) if _is_scalar_const(x) else x
+        p = _sole(src)
+        if p is not None and p.op_type == "MatMul":
+            return f"scale of {p.name} (MatMulScaleFusion)"
+        out = node.outputs[0]
+        m = out.consumers[0] if len(out.consumers) == 1 else None
+        if m is not None and m.op_type == "MatMul" and not _has_bias(m):
+            # (a MatMul that takes a bias becomes a Gemm first, which takes no scale)
+            return f"scale of {m.name} (MatMulScaleFusion)"
+    if t in ("Div", "Add", "Mul"):
+        # Part of an Erf GELU: find the Erf within three hops and ask for its group.
+        seen = [node]
+        for _ in range(3):
+            nxt = []
+            for n in seen:
+                nxt += [p for p in n.predecessors] + n.successors
+            for n in nxt:
+                if n.op_type == "Erf" and node.name in _gelu_members(n):
+                    return f"part of the GELU at {n.name} (GeluFusion)"
+            seen = nxt
+    return None
+
+
+# -- work the analysis may not count -----------------------------------------------------------------
+# The work a kernel does per output element, for the roofline. The analysis counts FLOPs by convention (one
+# per elementary function, so Erf = 1); a CPU or GPU kernel evaluates erf, tanh or exp as a polynomial or
+# rational approximation of some twenty operations. These figures are assumed from the usual degree of such
+# approximations; calibration fits the element-wise compute efficiency against them, so only their ratios
+# to plain arithmetic matter.
+_ELEMENT_FLOPS = {
+    "Sqrt": 4, "Reciprocal": 4, "Exp": 12, "Log": 12, "Pow": 20,
+    **dict.fromkeys(("Erf", "Tanh", "Sigmoid", "Softplus", "Sin", "Cos", "HardSwish", "Elu", "Selu"), 20),
+    **dict.fromkeys(("Gelu", "FastGelu", "Mish"), 24),
+}  # fmt: skip
+
+
+def element_flops(node: Node, op: OpCost) -> float:
+    """The analysis' FLOPs, or for element-wise ops at least the per-element figure above times the output."""
+    per = _ELEMENT_FLOPS.get(node.op_type, 0) if node.domain in ("", "ai.onnx", "com.microsoft") else 0
+    out = node.outputs[0].size if node.outputs else 0
+    return float(max(op.flops, per * out))
+
+
+def kernel_of(node: Node) -> str:
+    """The onnxruntime kernel this node becomes once its absorbed neighbours are fused into it."""
+    t = node.op_type
+    outs = node.outputs[0].consumers if node.outputs else []
+    if t == "LayerNormalization" and any(
+        p.op_type == "Add" and "SkipLayerNorm" in (_absorbed_add(p) or "") for p in node.predecessors
+    ):
+        return "SkipLayerNormalization"
+    if t == "Erf" and _gelu_members(node):
+        return "Gelu"
+    if t == "MatMul" and len(outs) == 1:
+        why = absorbed_by(outs[0]) or ""
+        if "MatMulScaleFusion" in why:
+            return "FusedMatMul"
+        if "MatMulAddFusion" in why:
+            return "Gemm"
+    if t == "MatMul" and any("MatMulScaleFusion" in (absorbed_by(p) or "") for p in node.predecessors):
+        return "FusedMatMul"
+    if t == "Conv":
+        w = node.input(1)
+        group = node.attr("group", 1)
+        if group > 1 and w is not None and w.shape and w.shape[1] > 1:
+            return "Conv(grouped)"  # neither dense nor depthwise: onnxruntime's im2col + GEMM per group
+    return t
+
+
+_WEIGHTS: weakref.WeakKeyDictionary[Node, int] = weakref.WeakKeyDictionary()
+
+
+def model_weight_bytes(node: Node) -> int:
+    """Bytes of every constant input of every node connected to `node` (its model's weights), cached."""
+    hit = _WEIGHTS.get(node)
+    if hit is not None:
+        return hit
+    seen: dict[int, Node] = {id(node): node}
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        for m in (*n.predecessors, *n.successors):
+            if id(m) not in seen:
+                seen[id(m)] = m
+                stack.append(m)
+    consts = {id(v): v.nbytes for n in seen.values() for v in n.present_inputs if v.const is not None}
+    total = sum(consts.values())
+    for n in seen.values():
+        _WEIGHTS[n] = total
+    return total
+
+
+# -- the device model -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClassParams:
+    """Per op class: fractions of peak compute and of bandwidth reached, and a fixed cost per op (s)."""
+
+    compute: float
+    memory: float
+    overhead_s: float
+
+
+@dataclass(frozen=True)
+class DeviceModel:
+    """The roofline's inputs in SI units, from a spec and optionally a calibrated profile."""
+
+    peak_flops: Mapping[str, float]  # per precision
+    memory_bw: float  # bytes/s, DRAM
+    cache_bw: float | None  # bytes/s when the working set fits in cache_bytes; None: same as DRAM
+    cache_bytes: int
+    memory_bytes: int
+    launch_s: float
+    session_s: float
+    classes: Mapping[str, ClassParams] = field(default_factory=dict)
+    kernel_scale: Mapping[str, float] = field(default_factory=dict)  # 'Kernel/compute|memory' -> factor
+
+    @classmethod
+    def from_spec(cls, spec: TargetSpec) -> DeviceModel:
+        """Read the kind's table ([gpu] or [cpu]); errors name the file and key."""
+        p = spec.params
+        where = f"Spec '{Path(spec.source).name}' [{spec.kind}]"
+        peaks = p.get("peak_tflops")
+        if not isinstance(peaks, Mapping):
+            raise DispatchError(
+                f"{where} needs a [{spec.kind}.peak_tflops] table with {', '.join(PRECISIONS)}."
+            )
+        peak = {d: require(peaks, d, f"{where}.peak_tflops") * 1e12 for d in PRECISIONS}
+        bw = require(p, "memory_bandwidth_GBps", where) * 1e9
+        cache_bw = p.get("cache_bandwidth_GBps")
+        if cache_bw is not None:
+            cache_bw = require(p, "cache_bandwidth_GBps", where) * 1e9
+        launch = require(p, "launch_us", where, positive=False)
+        session = require(p, "session_us", where, positive=False)
+        if launch < 0 or session < 0:
+            raise DispatchError(f"{where}: 'launch_us' and 'session_us' must not be negative.")
+        eff = p.get("efficiency")
+        if (
+            not isinstance(eff, Mapping)
+            or not isinstance(eff.get("compute"), Mapping)
+            or not isinstance(eff.get("memory"), Mapping)
+        ):
+            raise DispatchError(
+                f"{where} needs [{spec.kind}.efficiency.compute] and "
+                f"[{spec.kind}.efficiency.memory] tables keyed by op class "
+                f"({', '.join(OP_CLASSES)})."
+            )
+        classes = {"view": ClassParams(1.0, 1.0, 0.0)}  # a view launches no kernel and moves nothing
+        for c in OP_CLASSES:
+            if c == "view":
+                continue
+            ec = require(eff["compute"], c, f"{where}.efficiency.compute")
+            em = require(eff["memory"], c, f"{where}.efficiency.memory")
+            if ec > 1 or em > 1:
+                raise DispatchError(f"{where}: efficiencies of '{c}' must be at most 1, got {ec} and {em}.")
+            classes[c] = ClassParams(ec, em, launch * 1e-6)
+        return cls(
+            peak_flops=peak,
+            memory_bw=bw,
+            cache_bw=cache_bw,
+            cache_bytes=int(require(p, "l2_bytes", where)),
+            memory_bytes=int(require(p, "memory_bytes", where)),
+            launch_s=launch * 1e-6,
+            session_s=session * 1e-6,
+            classes=classes,
+        )
+
+    def with_profile(self, profile: Any) -> DeviceModel:
+        """The fitted efficiencies, overheads and session cost of a calibration profile replace the spec's."""
+        classes = dict(self.classes)
+        for c, fit in profile.classes.items():
+            if c in classes:
+                classes[c] = ClassParams(fit.compute, fit.memory, fit.overhead_us * 1e-6)
+        return replace(
+            self,
+            classes=classes,
+            session_s=profile.session_us * 1e-6,
+            kernel_scale=dict(profile.kernel_scale),
+        )
+
+    def bandwidth(self, nbytes: float, resident: bool | None = None) -> float:
+        """Bytes/s for data in the cache (`resident`; when None, whether `nbytes` fit in it), else DRAM's."""
+        if resident is None:
+            resident = nbytes <= self.cache_bytes
+        return self.cache_bw if self.cache_bw and resident else self.memory_bw
+
+    def roofline(
+        self,
+        op_cls: str,
+        flops: float,
+        act_bytes: float,
+        weight_bytes: float,
+        precision: str,
+        weights_resident: bool = False,
+        kernel: str = "",
+    ) -> tuple[float, float]:
+        """(busy time of the limiting resource, fixed overhead) in seconds.
+
+        Activations stream at the cache bandwidth when they fit in the last-level cache; weights only when
+        the whole model's weights stay resident between runs (`weights_resident`). A calibrated profile
+        may scale the busy time of a particular kernel when compute- or memory-bound (`kernel_scale`)."""
+        c = self.classes.get(op_cls) or self.classes["other"]
+        peak = self.peak_flops[precision if op_cls in _MATRIX_CLASSES else "fp32"]
+        t_compute = flops / (peak * c.compute) if flops else 0.0
+        t_memory = 0.0
+        if act_bytes:
+            t_memory += act_bytes / (self.bandwidth(act_bytes) * c.memory)
+        if weight_bytes:
+            t_memory += weight_bytes / (self.bandwidth(weight_bytes, weights_resident) * c.memory)
+        bound = "compute" if t_compute >= t_memory else "memory"
+        return max(t_compute, t_memory) * self.kernel_scale.get(f"{kernel}/{bound}", 1.0), c.overhead_s
+
+
+# -- the executable ---------------------------------------------------------------------------------
+class OrtExecutable:
+    """One InferenceSession for one segment; calling it runs the session (thread-safe, as ORT's run is)."""
+
+    def __init__(self, session: ort.InferenceSession, keep_alive: Sequence[Any] = ()) -> None:
+        self.session = session
+        self.input_names = [i.name for i in session.get_inputs()]
+        self.output_names = [o.name for o in session.get_outputs()]
+        self._keep = list(keep_alive)  # OrtValues whose buffers the session uses
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise DispatchError(
+                f"The segment needs the inputs {', '.join(missing)}, which were not fed; "
+                "pass them in the feeds."
+            )
+        outs = self.session.run(self.output_names, {n: feeds[n] for n in self.input_names})
+        return dict(zip(self.output_names, outs, strict=False))
+
+
+# -- the targets ------------------------------------------------------------------------------------
+class OrtTarget(Target):
+    """Shared by GpuTarget and CpuTarget: onnxruntime execution, roofline prediction, optional profile."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: TargetSpec,
+        precision: str = "fp32",
+        profile: Any = None,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        super().__init__(name, spec)
+        if spec.kind != self.kind:
+            raise DispatchError(
+                f"Spec '{spec.name}' is a {spec.kind} spec, but a {self.kind} target needs a "
+                f"{self.kind} spec; presets: {', '.join(list_presets())}."
+            )
+        if precision not in PRECISIONS:
+            raise DispatchError(f"Unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}.")
+        self.precision = precision
+        if threads is None:
+            threads = spec.params.get("threads", 0)
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise DispatchError(
+                f"threads must be a whole number >= 0 (0: onnxruntime's default), not {threads!r}."
+            )
+        self.threads = threads or None  # onnxruntime intra-op threads; None: its default (all cores)
+        self.provider = self._choose(providers)
+        self.base_model = DeviceModel.from_spec(spec)
+        self.capacity_bytes = None  # weights stream from device memory; no on-chip limit
+        self.profile = self._load_profile(profile)
+        self.model = self.base_model.with_profile(self.profile) if self.profile else self.base_model
+
+    def _choose(self, providers: Sequence[str] | None) -> str:
+        return choose_provider(wanted=providers)
+
+    def _load_profile(self, profile: Any) -> Any:
+        from dispatch.calibrate import Profile, find_profile
+
+        if profile is False:
+            return None
+        if profile is None:
+            return find_profile(self.spec.name, self.provider)
+        prof = profile if isinstance(profile, Profile) else Profile.load(profile)
+        if prof.spec != self.spec.name:
+            raise DispatchError(
+                f"Profile '{prof.path or prof.spec}' was fitted for spec '{prof.spec}', not "
+                f"'{self.spec.name}'; calibrate this spec or pass a profile for it."
+            )
+        return prof
+
+    # -- support
+    def unsupported_reason(self, node: Node) -> str | None:
+        return kernel_reason(node, self.provider)
+
+    # -- cost
+    def _split_bytes(self, node: Node, op: OpCost) -> tuple[float, float]:
+        """(activation bytes, weight bytes) moved, float32 tensors counted at the precision's storage size."""
+        weights = float(min(op.param_bytes, op.bytes_read))
+        acts = float(op.bytes_moved) - weights
+        if _STORE_BYTES[self.precision] == 4 or not op.bytes_moved:
+            return acts, weights
+        f32 = sum(v.nbytes for v in (*node.present_inputs, *node.outputs) if v.dtype == np.float32)
+        io = sum(v.nbytes for v in (*node.present_inputs, *node.outputs)) or 1
+        keep = 1 - min(1.0, f32 / io) * (1 - _STORE_BYTES[self.precision] / 4)
+        return acts * keep, weights * keep
+
+    def weights_resident(self, node: Node) -> bool:
+        """Whether the model's weights stay in the last-level cache from one run to the next: assumed when
+        they take at most a quarter of it (activations, and on a shared host other tenants, use the rest)."""
+        return model_weight_bytes(node) <= self.model.cache_bytes / 4
+
+    def cost(self, node: Node, op: OpCost) -> Cost:
+        why = absorbed_by(node)
+        if why and not (node.op_type in _SECOND_PASS and "FusedConv" in why):
+            return Cost()
+        cls = op_class(node, op)
+        acts, weights = self._split_bytes(node, op)
+        kernel = kernel_of(node)
+        flops = element_flops(node, op)
+        resident = self.weights_resident(node)
+        busy, overhead = self.model.roofline(cls, flops, acts, weights, self.precision, resident, kernel)
+        if cls == "view":
+            busy = 0.0  # no data moves; only the fixed cost of the (aliasing) kernel call remains
+        a = node.input(0)
+        if kernel == "Gemm" and node.op_type == "MatMul" and a is not None and a.shape and len(a.shape) > 2:
+            # MatMulAddFusion flattens an N-D input for the Gemm: a Reshape before it and one after it
+            overhead += 2 * self.model.classes["view"].overhead_s
+        latency = busy + overhead
+        s = self.spec
+        return Cost(latency, s.idle_w * latency + (s.active_w - s.idle_w) * busy)
+
+    def segment_overhead(self) -> Cost:
+        t = self.model.session_s
+        return Cost(t, self.spec.idle_w * t)
+
+    # -- execution
+    def compile(
+        self, graph: Graph, nodes: Sequence[Node], inputs: Sequence[str], outputs: Sequence[str]
+    ) -> Executable:
+        """One onnxruntime session for these nodes, weights shared with the Graph. Not cached here: the
+        runtime compiles each segment once and owns the result, so dropping a plan frees its sessions."""
+        return self._build(graph, nodes, inputs, outputs)
+
+    def _build(
+        self, graph: Graph, nodes: Sequence[Node], inputs: Sequence[str], outputs: Sequence[str]
+    ) -> OrtExecutable:
+        model, shared = extract_shared(graph, nodes, inputs, outputs)
+        so = session_options(self.threads)
+        values = [ort.OrtValue.ortvalue_from_numpy(a) for a in shared.values()]
+        if shared:
+            so.add_external_initializers(list(shared), values)
+        try:
+            sess = ort.InferenceSession(
+                model.SerializeToString(), so, providers=_provider_list(self.provider)
+            )
+        except Exception as e:  # onnxruntime raises its own exception types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DispatchError(
+                f"onnxruntime could not build a session for the segment starting at "
+                f"'{nodes[0].name}' on {self.provider} ({first}); place those nodes "
+                "elsewhere."
+            ) from None
+        return OrtExecutable(sess, keep_alive=[values, shared])
+
+    # -- reports
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        spec_label = self.spec.description or self.spec.name
+        d.update(
+            precision=self.precision,
+            measured_on=self.provider,
+            predicted_for=self.spec.name,
+            note=f"measured on {self.provider}; predicted for {spec_label} at {self.precision}",
+            calibrated=self.profile is not None,
+            profile=(
+                self.profile.describe()
+                if self.profile
+                else "none: efficiencies and overheads are the spec's defaults"
+            ),
+        )
+        return d
+
+
+@register_kind("gpu")
+class GpuTarget(OrtTarget):
+    """A GPU: predicted from its spec; executed by the best onnxruntime provider present here."""
+
+    def unsupported_reason(self, node: Node) -> str | None:
+        if self.provider != "CPUExecutionProvider":
+            # A real GPU provider: its kernel registry decides (TensorRT falls back to CUDA kernels).
+            p = "CUDAExecutionProvider" if self.provider == "TensorrtExecutionProvider" else self.provider
+            return kernel_reason(node, p)
+        if node.domain in ("", "ai.onnx") and node.op_type in CUDA_GAPS:
+            return f"{node.op_type}: {CUDA_GAPS[node.op_type]}"
+        for v in (*node.present_inputs, *node.outputs):
+            if _type_str(v) == "tensor(string)":
+                return f"'{v.name}' holds strings, which GPU kernels do not process"
+        return kernel_reason(node, self.provider)  # and it must run here, on the provider present
+
+
+@register_kind("cpu")
+class CpuTarget(OrtTarget):
+    """The host CPU through onnxruntime's CPU provider; its link is the host itself (no transfer cost)."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: TargetSpec,
+        precision: str = "fp32",
+        profile: Any = None,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        if providers and list(providers) != ["CPUExecutionProvider"]:
+            raise DispatchError(
+                "A cpu target runs on CPUExecutionProvider only; drop the providers option "
+                "or use a gpu target."
+            )
+        super().__init__(name, spec, precision, profile, ["CPUExecutionProvider"], threads)

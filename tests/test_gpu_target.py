@@ -1,0 +1,266 @@
+"""The onnxruntime-backed targets: roofline golden numbers, precision, fusion, support, execution."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+import models
+from dispatch.analysis import analyze_node
+from dispatch.cost import Cost
+from dispatch.errors import DispatchError
+from dispatch.frontend import load
+from targets.base import make_target
+from targets.gpu import CUDA_GAPS, GpuTarget, absorbed_by, choose_provider, kernel_of, kernel_reason
+from targets.subgraph import extract, extract_shared
+
+F = TensorProto.FLOAT
+
+
+def _graph(nodes, inputs, outputs, inits=(), opset=17):
+    g = helper.make_graph(
+        nodes,
+        "t",
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
+        initializer=list(inits),
+    )
+    return load(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]))
+
+
+@pytest.fixture(scope="module")
+def h100():
+    return make_target("gpu", "h100-sxm", profile=False)
+
+
+@pytest.fixture(scope="module")
+def gemm4k():
+    n = 4096
+    return _graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        [("a", F, [n, n]), ("b", F, [n, n])],
+        [("c", F, [n, n])],
+    )
+
+
+def test_roofline_compute_bound_gemm(h100, gemm4k):
+    node = gemm4k.nodes[0]
+    op = analyze_node(node)
+    assert op.flops == 2 * 4096**3  # 2·M·K·N = 137.44e9
+    # fp32 on H100 SXM: compute 137.44e9 / (67e12 · 0.70) = 2930.4 µs; memory 3·4096²·4 B = 201.3 MB /
+    # (3.35e12 · 0.80) = 75.1 µs; the max is compute; + 5 µs launch.
+    c = h100.cost(node, op)
+    assert c.latency_s == pytest.approx(2 * 4096**3 / (67e12 * 0.70) + 5e-6, rel=1e-9)
+    # Energy: idle 70 W over the whole op + (700 - 70) W while the limiting unit is busy.
+    busy = 2 * 4096**3 / (67e12 * 0.70)
+    assert c.energy_j == pytest.approx(70 * (busy + 5e-6) + 630 * busy, rel=1e-9)
+
+
+def test_precision_switches_the_peak(gemm4k):
+    node = gemm4k.nodes[0]
+    op = analyze_node(node)
+    lat = {
+        p: make_target("gpu", "h100-sxm", precision=p, profile=False).cost(node, op).latency_s
+        for p in ("fp32", "tf32", "fp16", "bf16")
+    }
+    assert lat["tf32"] == pytest.approx(2 * 4096**3 / (494.5e12 * 0.70) + 5e-6)  # 283.9 µs
+    assert lat["fp16"] == pytest.approx(2 * 4096**3 / (989e12 * 0.70) + 5e-6)  # 198.5 + 5 µs
+    assert lat["bf16"] == lat["fp16"]
+    assert lat["fp32"] > lat["tf32"] > lat["fp16"]
+    with pytest.raises(DispatchError, match="fp32, tf32, fp16, bf16"):
+        make_target("gpu", "h100-sxm", precision="fp8", profile=False)
+
+
+def test_roofline_memory_bound_add(h100):
+    g = _graph(
+        [helper.make_node("Add", ["a", "b"], ["c"])],
+        [("a", F, [4096, 4096]), ("b", F, [4096, 4096])],
+        [("c", F, [4096, 4096])],
+    )
+    node = g.nodes[0]
+    op = analyze_node(node)
+    nbytes = 3 * 4096 * 4096 * 4  # two inputs and one output of 64 MiB = 201,326,592 B
+    assert op.bytes_moved == nbytes
+    # memory 201,326,592 / (3.35e12 · 0.85) = 70.70 µs; compute 16.8e6 / (67e12 · 0.5) = 0.5 µs; + 5 µs launch
+    assert h100.cost(node, op).latency_s == pytest.approx(nbytes / (3.35e12 * 0.85) + 5e-6, rel=1e-9)
+    # fp16 storage halves the float32 bytes: 35.35 µs + 5 µs.
+    fp16 = make_target("gpu", "h100-sxm", precision="fp16", profile=False)
+    assert fp16.cost(node, op).latency_s == pytest.approx(nbytes / 2 / (3.35e12 * 0.85) + 5e-6, rel=1e-9)
+
+
+def test_views_and_fused_epilogues_are_free(h100):
+    w = onnx.numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w")
+    g = _graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4),
+            helper.make_node("Relu", ["y"], ["r"]),
+            helper.make_node("Reshape", ["r", "s"], ["z"]),
+        ],
+        [("x", F, [1, 3, 8, 8])],
+        [("z", F, [1, 512])],
+        [w, onnx.numpy_helper.from_array(np.array([1, 512], np.int64), "s")],
+    )
+    conv, relu, reshape = g.nodes
+    assert absorbed_by(relu) and absorbed_by(conv) is None
+    assert h100.cost(relu, analyze_node(relu)) == Cost()
+    assert h100.cost(reshape, analyze_node(reshape)).latency_s == 0.0  # a view launches no kernel on the GPU
+    assert h100.cost(conv, analyze_node(conv)).latency_s > 5e-6
+
+
+def test_gelu_and_skip_layernorm_patterns():
+    g = load(models.build("tiny_transformer"))
+    kinds = {kernel_of(n) for n in g.nodes}
+    assert {"Gelu", "SkipLayerNormalization", "Gemm", "FusedMatMul"} <= kinds
+    absorbed = [n for n in g.nodes if absorbed_by(n)]
+    # per layer: 6 bias Adds, the attention scale, 4 GELU nodes, 2 skip Adds; 2 layers (+ the final norm)
+    assert len(absorbed) >= 2 * (6 + 1 + 4 + 1)
+
+
+def test_provider_is_recorded_and_described(h100):
+    assert h100.provider == choose_provider()  # TensorRT, then CUDA, then CPU, among those present
+    assert h100.provider in ort.get_available_providers()
+    d = h100.describe()
+    assert d["provider"] == h100.provider and d["spec"] == "h100-sxm"
+    assert f"measured on {h100.provider}; predicted for" in d["note"]
+    assert d["calibrated"] is False and d["profile"].startswith("none")
+    assert choose_provider(["CPUExecutionProvider", "CUDAExecutionProvider"]) == "CUDAExecutionProvider"
+    assert (
+        choose_provider(["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"])
+        == "TensorrtExecutionProvider"
+    )
+    with pytest.raises(DispatchError, match="available"):
+        choose_provider(["CPUExecutionProvider"], wanted=["CUDAExecutionProvider"])
+    assert h100.segment_overhead().latency_s == pytest.approx(20e-6)  # spec session_us
+
+
+def test_support_follows_onnxruntime_kernels(h100):
+    cpu = make_target("cpu", "host-cpu", profile=False)
+    h = TensorProto.FLOAT16
+    g = _graph([helper.make_node("Add", ["a", "b"], ["c"])], [("a", h, [4]), ("b", h, [4])], [("c", h, [4])])
+    reason = cpu.unsupported_reason(g.nodes[0])
+    assert reason and "float16" in reason  # the CPU provider has no float16 Add
+    g = _graph([helper.make_node("Det", ["a"], ["d"])], [("a", F, [3, 3])], [("d", F, [])])
+    assert cpu.supports(g.nodes[0])
+    if h100.provider == "CPUExecutionProvider":  # modelled CUDA: Det has no CUDA kernel
+        assert "CUDA" in h100.unsupported_reason(g.nodes[0]) and "Det" in CUDA_GAPS
+    g = _graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        [("x", F, [1, 3, 8, 8]), ("w", F, [4, 3, 3, 3])],
+        [("y", F, [1, 4, 6, 6])],
+    )
+    assert h100.supports(g.nodes[0]) and cpu.supports(g.nodes[0])
+    s = TensorProto.STRING
+    g = _graph([helper.make_node("StringNormalizer", ["x"], ["y"])], [("x", s, [3])], [("y", s, [3])])
+    assert cpu.supports(g.nodes[0]) and not h100.supports(g.nodes[0])
+    assert "no kernel" in kernel_reason(_fake_node("NoSuchOp"), "CPUExecutionProvider")
+
+
+def _fake_node(op_type):
+    from dispatch.ir import Node
+
+    return Node("n", op_type, "", (), (), {}, 0, helper.make_node(op_type, [], []))
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn():
+    return load(models.build("tiny_cnn"))
+
+
+def _reference(graph, names):
+    """Run the whole model with onnxruntime, exposing the named intermediate tensors as outputs."""
+    m = onnx.ModelProto()
+    m.CopyFrom(graph.model)
+    have = {o.name for o in m.graph.output}
+    for vi in m.graph.value_info:
+        if vi.name in names and vi.name not in have:
+            m.graph.output.append(vi)
+    s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = s.run(names, models.example_inputs("tiny_cnn"))
+    return dict(zip(names, out, strict=True))
+
+
+def test_compile_slice_matches_the_whole_model(tiny_cnn):
+    cpu = make_target("cpu", "host-cpu", profile=False)
+    nodes = tiny_cnn.nodes[3:6]  # Conv, Relu, Conv of the residual block
+    inp = nodes[0].inputs[0].name
+    out = nodes[-1].outputs[0].name
+    ref = _reference(tiny_cnn, [inp, out])
+    exe = cpu.compile(tiny_cnn, nodes, [inp], [out])
+    got = exe({inp: ref[inp]})
+    np.testing.assert_allclose(got[out], ref[out], rtol=1e-5, atol=1e-5)
+    assert cpu.compile(tiny_cnn, nodes, [inp], [out]) is not exe  # no cache here: the runtime owns sessions
+    # Thread-safe: four threads at once give the same result.
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(exe({inp: ref[inp]})[out])) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        np.testing.assert_array_equal(r, got[out])
+    with pytest.raises(DispatchError, match="not fed"):
+        exe({})
+    cpu.close()
+
+
+def test_extract_keeps_only_used_initializers(tiny_cnn):
+    conv = tiny_cnn.nodes[3]
+    m = extract(tiny_cnn, [conv], [conv.inputs[0].name], [conv.outputs[0].name])
+    assert {i.name for i in m.graph.initializer} == {
+        v.name for v in conv.present_inputs if v.const is not None
+    }
+    onnx.checker.check_model(m)
+    m2, shared = extract_shared(
+        tiny_cnn, [conv], [conv.inputs[0].name], [conv.outputs[0].name], share_min_bytes=1
+    )
+    for name, arr in shared.items():
+        assert np.shares_memory(arr, tiny_cnn.values[name].const)  # the Graph's own buffer, not a copy
+    assert all(i.data_location == TensorProto.EXTERNAL for i in m2.graph.initializer)
+    with pytest.raises(DispatchError, match="produced by none"):
+        extract(tiny_cnn, [conv], [conv.inputs[0].name], ["output"])
+    with pytest.raises(DispatchError, match="neither a segment input"):
+        extract(tiny_cnn, [tiny_cnn.nodes[4]], [], [tiny_cnn.nodes[4].outputs[0].name])
+
+
+def test_gpu_target_runs_here(tiny_cnn):
+    gpu = GpuTarget("gpu", make_target("x", "h100-sxm", profile=False).spec, profile=False)
+    exe = gpu.compile(tiny_cnn, tiny_cnn.nodes, ["input"], ["output"])
+    got = exe(models.example_inputs("tiny_cnn"))["output"]
+    ref = ort.InferenceSession(str(models.build("tiny_cnn")), providers=["CPUExecutionProvider"]).run(
+        None, models.example_inputs("tiny_cnn")
+    )[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+_ORT_VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "ReorderInput", "ReorderOutput"}
+_ORT_NAMES = {"FusedConv": "Conv", "FusedGemm": "Gemm"}  # fused activations keep the kernel's name here
+
+
+@pytest.mark.parametrize("name", ["mlp", "tiny_cnn", "tiny_transformer"])
+def test_fusion_rules_match_onnxruntime(name, tmp_path):
+    """The kernels our fusion rules predict are, op type for op type, those onnxruntime's optimised graph has
+    (views and NCHWc reorders aside)."""
+    from collections import Counter
+
+    from targets.gpu import op_class, session_options
+
+    path = models.build(name)
+    g = load(path)
+    ours = Counter(  # "Conv(grouped)" is a Conv kernel by another algorithm
+        kernel_of(n).split("(")[0]
+        for n in g.nodes
+        if not absorbed_by(n) and op_class(n, analyze_node(n)) != "view"
+    )
+    so = session_options(1)
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    opt = onnx.load(str(tmp_path / "opt.onnx"), load_external_data=False)
+    theirs = Counter(
+        _ORT_NAMES.get(n.op_type, n.op_type) for n in opt.graph.node if n.op_type not in _ORT_VIEWS
+    )
+    assert ours == theirs
