@@ -1,0 +1,367 @@
+"""Planning time: synthetic graphs of 1k, 10k and 50k nodes, and the largest zoo model with the real targets.
+
+    python benchmarks/bench_partition.py [--sizes 1000,10000,50000] [--repeat 3] [--write]
+
+Timed, each as the median of `repeat` runs in this process:
+* problem: Problem.build, which asks every target about every node (support, cost, weight bytes) and builds
+  the arrays (transfer costs per tensor and target pair, conditional transfer+launch terms);
+* solve: the strategy alone (optimal: the min cut for two targets, the HiGHS MILP for three);
+* plan: build_plan (convex segments, transfers, figures, list schedule);
+* total = problem + solve + plan, the figure the goals speak of (10k nodes <= 1 s, 50k <= 10 s).
+Graph generation, ONNX loading and the per-node analysis are not planning and are reported apart.
+
+Synthetic graphs (models/synthetic.py) contain an fp16 island that the real targets cannot run on this
+machine (onnxruntime's CPU provider has no fp16 MatMul; the ASIC runs bf16/fp32), so they are planned on the
+roofline targets below, with the public peak figures of an H100 SXM (TF32 495 TFLOP/s, 3.35 TB/s), a TPU v4
+(275 TFLOP/s, 1.2 TB/s) and, for three targets, an element-wise unit; the zoo model uses the real presets.
+`--write` also writes benchmarks/results/partition.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+import dispatch.partition.heft as heft_mod  # noqa: E402
+import dispatch.plan as plan_mod  # noqa: E402
+import dispatch.problem as problem_mod  # noqa: E402
+from dispatch.analysis import analyze  # noqa: E402
+from dispatch.cost import Cost, OpCost  # noqa: E402
+from dispatch.errors import DispatchError  # noqa: E402
+from dispatch.frontend import load  # noqa: E402
+from dispatch.ir import Graph, Node  # noqa: E402
+from dispatch.partition import resolve_strategy  # noqa: E402
+from dispatch.plan import build_plan  # noqa: E402
+from dispatch.problem import Problem  # noqa: E402
+from targets.base import DEFAULT_TARGETS, Executable, Link, Target, TargetSpec, make_target  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "partition.md"
+NVLINK = Link(900e9, 0.5e-6, 10.0)  # H100 NVLink 900 GB/s (datasheet); 0.5 us and 10 pJ/B assumed
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "Erf", "Neg", "Sqrt", "Pow", "Where"}
+
+
+class Roofline(Target):
+    """latency = max(flops / peak, bytes / bandwidth) + launch; energy = latency · active_w."""
+
+    kind = "roofline"
+    provider = "none (benchmark target)"
+
+    def __init__(self, name: str, peak: float, bw: float, launch_s: float, active_w: float,
+                 ops: set[str] | None = None, segment_s: float = 2e-6) -> None:
+        super().__init__(name, TargetSpec(name, self.kind, "benchmark roofline", "<bench>", NVLINK,
+                                          active_w / 3, active_w))
+        self.peak, self.bw, self.launch_s, self.ops, self.segment_s = peak, bw, launch_s, ops, segment_s
+
+    def unsupported_reason(self, node: Node) -> str | None:
+        return None if self.ops is None or node.op_type in self.ops else f"{self.name} has no {node.op_type}"
+
+    def cost(self, node: Node, op: OpCost) -> Cost:
+        lat = max(op.flops / self.peak, op.bytes_moved / self.bw) + self.launch_s
+        return Cost(lat, lat * self.spec.active_w)
+
+    def segment_overhead(self) -> Cost:
+        return Cost(self.segment_s, self.segment_s * self.spec.idle_w)
+
+    def compile(self, graph: Graph, nodes: Sequence[Node], inputs: Sequence[str],
+                outputs: Sequence[str]) -> Executable:
+        raise DispatchError("The benchmark's roofline targets only price nodes.")
+
+
+def roofline_targets(three: bool) -> dict[str, Target]:
+    """Two: a GPU and an ASIC that also runs element-wise ops. Three: the ASIC keeps only the matrix ops and a
+    vector unit takes the element-wise ones, so every target competes for some nodes."""
+    matrix = {"MatMul", "Gemm", "Conv"}
+    t: dict[str, Target] = {
+        "gpu": Roofline("gpu", 495e12, 3.35e12, 4e-6, 700.0),  # H100 SXM TF32 / HBM3, ~4 us CUDA launch
+        "asic": Roofline("asic", 275e12, 1.2e12, 0.2e-6, 192.0, matrix if three else matrix | _ELEMENTWISE),
+    }
+    if three:
+        t["vec"] = Roofline("vec", 20e12, 2e12, 0.1e-6, 50.0, _ELEMENTWISE)  # a vector unit (illustrative)
+    return t
+
+
+def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def time_strategy(graph: Graph, ops: list[OpCost], targets: dict[str, Target], strategy: str, repeat: int,
+                  objective: str = "latency", **opts: Any) -> dict[str, Any]:
+    t_prob, p = median_time(lambda: Problem.build(graph, ops, targets, objective), repeat)
+    fn, fixed = resolve_strategy(strategy)
+    t_solve, a = median_time(lambda: fn(p, **fixed, **opts), repeat)
+    t_plan, pl = median_time(lambda: build_plan(p, a, strategy), repeat)
+    on = {name: int(sum(1 for v in pl.assignment.values() if v == name)) for name in targets}
+    return {"nodes": len(graph.nodes), "tensors": len(p.t_prod), "problem_s": t_prob, "solve_s": t_solve,
+            "plan_s": t_plan, "total_s": t_prob + t_solve + t_plan, "segments": len(pl.segments),
+            "transfers": len(pl.transfers), "optimal": pl.optimal, "gap": pl.gap, "on": on,
+            "latency_s": pl.predicted.latency_s, "notes": pl.notes}
+
+
+@contextlib.contextmanager
+def collector_left_on() -> Any:
+    """Replace no_gc by a no-op, to measure what pausing the garbage collector saves."""
+    saved = problem_mod.no_gc
+    mods = (problem_mod, plan_mod, heft_mod)
+    for m in mods:
+        m.no_gc = contextlib.nullcontext  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for m in mods:
+            m.no_gc = saved  # type: ignore[attr-defined]
+
+
+def gc_probe(n: int, mode: str) -> None:
+    """In a fresh process: load a synthetic graph, then plan it once (optimal, two targets); print seconds.
+
+    This is the common case (load a model, plan it) and the one where the collector's full passes over the
+    freshly loaded graph cost most; a long-running process that has already collected may not see them."""
+    g, ops, _ = synthetic(n)
+    with collector_left_on() if mode == "on" else contextlib.nullcontext():
+        seconds = plan_once(g, ops)
+    print(json.dumps({"seconds": seconds, "objects": len(gc.get_objects())}))
+
+
+def plan_once(g: Graph, ops: list[OpCost]) -> float:
+    """Seconds for problem + optimal + build_plan on the two roofline targets."""
+    t0 = time.perf_counter()
+    p = Problem.build(g, ops, roofline_targets(False), "latency")
+    fn, _ = resolve_strategy("optimal")
+    build_plan(p, fn(p), "optimal")
+    return time.perf_counter() - t0
+
+
+def gc_rows_in_process(g: Graph, ops: list[OpCost], repeat: int) -> list[str]:
+    """Planning repeated in one process (as compare_strategies or a re-planning Dispatcher does), collector
+    paused and left on, interleaved; medians."""
+    out: dict[str, list[float]] = {"paused": [], "on": []}
+    for i in range(2 * repeat):
+        for mode in ("paused", "on") if i % 2 == 0 else ("on", "paused"):
+            with collector_left_on() if mode == "on" else contextlib.nullcontext():
+                out[mode].append(plan_once(g, ops))
+    n, objects = len(g.nodes), len(gc.get_objects())
+    return [f"| {n} nodes, planned repeatedly in one process, collector {mode} | {objects} | "
+            f"{statistics.median(v):.3f} | {', '.join(f'{x:.3f}' for x in v)} |" for mode, v in out.items()]
+
+
+def gc_rows(n: int, repeat: int) -> list[str]:
+    """Fresh processes, collector paused (as shipped) and left on, alternating; medians."""
+    out: dict[str, list[float]] = {"paused": [], "on": []}
+    objects = 0
+    for i in range(repeat):
+        for mode in ("paused", "on") if i % 2 == 0 else ("on", "paused"):
+            cmd = [sys.executable, __file__, "--gc-probe", f"{n}:{mode}"]
+            r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip())
+            out[mode].append(r["seconds"])
+            objects = r["objects"]
+    return [f"| {n} nodes, first plan in a fresh process, collector {mode} | {objects} | "
+            f"{statistics.median(v):.3f} | {', '.join(f'{x:.3f}' for x in v)} |" for mode, v in out.items()]
+
+
+def synthetic(n: int) -> tuple[Graph, list[OpCost], dict[str, float]]:
+    from models.synthetic import synthetic_model
+
+    t0 = time.perf_counter()
+    model = synthetic_model(n, 0, seq=64, hidden=32)
+    t1 = time.perf_counter()
+    g = load(model)
+    t2 = time.perf_counter()
+    ops = analyze(g)
+    t3 = time.perf_counter()
+    return g, ops, {"generate_s": t1 - t0, "load_s": t2 - t1, "analyze_s": t3 - t2}
+
+
+def how(notes: Sequence[str]) -> str:
+    """Which exact method answered, from the plan's notes."""
+    text = " ".join(notes)
+    for key, label in (("edp:", "tangent sweep"), ("min cut", "min cut"), ("LP relaxation", "LP integral"),
+                       ("scipy.optimize.milp", "MILP"), ("one target", "one target")):
+        if key in text:
+            return label
+    return "-"
+
+
+def fmt_row(label: str, r: dict[str, Any]) -> str:
+    on = ", ".join(f"{k} {v}" for k, v in r["on"].items())
+    gap = "" if r["gap"] is None or r["gap"] == 0 else f", gap {r['gap']:.1e}"
+    return (f"| {label} | {r['nodes']} | {r['problem_s']:.3f} | {r['solve_s']:.3f} | {r['plan_s']:.3f} | "
+            f"**{r['total_s']:.3f}** | {r['total_s'] / r['nodes'] * 1e6:.1f} | {r['segments']} | "
+            f"{r['transfers']} | {on} | {'yes' if r['optimal'] else 'no'} ({how(r['notes'])}{gap}) |")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000,10000,50000")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--milp-limit", type=float, default=20.0, help="MILP time limit, seconds (the default)")
+    ap.add_argument("--write", action="store_true")
+    ap.add_argument("--gc-probe", metavar="N:MODE", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.gc_probe:
+        n, mode = args.gc_probe.split(":")
+        gc_probe(int(n), mode)
+        return 0
+    sizes = [int(s) for s in args.sizes.split(",")]
+    header = ("| graph | nodes | problem s | solve s | plan s | total s | us/node | segments | transfers | "
+              "placement | optimal |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    rows: dict[str, list[str]] = {"cut": [], "milp": [], "others": [], "zoo": [], "gc": []}
+    summary: list[str] = []
+    prep: list[str] = []
+    graphs = {}
+    for n in sizes:
+        g, ops, t = synthetic(n)
+        graphs[n] = (g, ops)
+        prep.append(f"| synthetic {n} | {len(g.nodes)} | {t['generate_s']:.2f} | {t['load_s']:.2f} | "
+                    f"{t['analyze_s']:.2f} |")
+        try:
+            Problem.build(g, ops, {k: make_target(k, v) for k, v in DEFAULT_TARGETS.items()}, "latency")
+            real = "the real targets can plan it"
+        except DispatchError as e:
+            real = f"real targets: {e}"
+        print(f"synthetic {n}: {len(g.nodes)} nodes ({real[:140]})", flush=True)
+        two, three = roofline_targets(False), roofline_targets(True)
+        r = time_strategy(g, ops, two, "optimal", args.repeat)
+        rows["cut"].append(fmt_row(f"synthetic {n}, 2 targets", r))
+        print(rows["cut"][-1], flush=True)
+        goal = {10000: 1.0, 50000: 10.0}.get(n)
+        r3 = time_strategy(g, ops, three, "optimal", 1 if n > 10000 else args.repeat,
+                           time_limit_s=args.milp_limit)
+        summary.append(f"* {len(g.nodes)} nodes: optimal in {r['total_s']:.2f} s with two targets (min cut), "
+                       f"{r3['total_s']:.2f} s with three (MILP)"
+                       + (f"; goal <= {goal:g} s" if goal else "") + ".")
+        reps = 1 if n > 10000 else args.repeat
+        rows["milp"].append(fmt_row(f"synthetic {n}, 3 targets", r3))
+        print(rows["milp"][-1], flush=True)
+        r = time_strategy(g, ops, three, "optimal", reps, time_limit_s=args.milp_limit, relax_first=False)
+        rows["milp"].append(fmt_row(f"synthetic {n}, 3 targets, integer program alone", r))
+        print(rows["milp"][-1], flush=True)
+        capped = roofline_targets(False)
+        capped["asic"].capacity_bytes = sum(o.param_bytes for o in ops) // 4
+        r = time_strategy(g, ops, capped, "optimal", 1, time_limit_s=args.milp_limit)
+        rows["milp"].append(fmt_row(f"synthetic {n}, 2 targets, ASIC holds 1/4 of the weights", r))
+        print(rows["milp"][-1], flush=True)
+        r = time_strategy(g, ops, two, "optimal", reps, objective="edp")
+        rows["cut"].append(fmt_row(f"synthetic {n}, 2 targets, objective edp (tangent sweep)", r))
+        print(rows["cut"][-1], flush=True)
+        for s in ("priority", "greedy", "heft", "only:gpu"):
+            r = time_strategy(g, ops, two, s, args.repeat)
+            rows["others"].append(fmt_row(f"synthetic {n}, {s}", r))
+            print(rows["others"][-1], flush=True)
+    rows["gc"] = gc_rows(max(sizes), args.repeat) + gc_rows_in_process(*graphs[max(sizes)], args.repeat)
+    print("\n".join(rows["gc"]), flush=True)
+
+    import models
+
+    targets = {k: make_target(k, v) for k, v in DEFAULT_TARGETS.items()}
+    zoo = {name: load(name) for name in models.list_models()}
+    name = max(zoo, key=lambda k: len(zoo[k].nodes))
+    g = zoo[name]
+    ops = analyze(g)
+    preset = ", ".join(f"{k}={v}" for k, v in DEFAULT_TARGETS.items())
+    for s in ("optimal", "heft"):
+        r = time_strategy(g, ops, targets, s, args.repeat)
+        rows["zoo"].append(fmt_row(f"{name} ({s}), {preset}", r))
+        print(rows["zoo"][-1], flush=True)
+    three = {**targets, "cpu": make_target("cpu", "host-cpu")}
+    r = time_strategy(g, ops, three, "optimal", args.repeat, time_limit_s=args.milp_limit)
+    rows["zoo"].append(fmt_row(f"{name} (optimal), + cpu=host-cpu (MILP)", r))
+    print(rows["zoo"][-1], flush=True)
+
+    if args.write:
+        text = RESULTS_TEMPLATE.format(
+            machine=f"{platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}",
+            repeat=args.repeat, header=header, prep="\n".join(prep), cut="\n".join(rows["cut"]),
+            summary="\n".join(summary),
+            milp="\n".join(rows["milp"]), others="\n".join(rows["others"]), gc="\n".join(rows["gc"]),
+            zoo="\n".join(rows["zoo"]), limit=args.milp_limit)
+        RESULTS.write_text(text)
+        print(f"wrote {RESULTS}")
+    return 0
+
+
+RESULTS_TEMPLATE = """# Partitioning: planning time
+
+`python benchmarks/bench_partition.py --write` on this project's 2-core development machine
+({machine}); medians of {repeat} runs (MILP rows above 10k nodes and capacity rows: one run). Other work
+was running on the machine at the same time, so single figures can be off by tens of percent; the growth
+with size is the point.
+
+{summary}
+
+*problem*: Problem.build (asks every target about every node, builds the arrays); *solve*: the strategy;
+*plan*: build_plan (segments, transfers, figures, schedule); *total* is their sum. Goals: optimal for 10,000
+nodes in at most 1 s and for 50,000 in at most 10 s, growing close to linearly.
+
+Synthetic graphs (models/synthetic.py, seq 64, hidden 32) are planned on roofline targets defined in the
+benchmark (H100 SXM and TPU v4 public peaks, an element-wise unit as the third target; NVLink-like links),
+because their fp16 island runs on neither real target on this machine (see the benchmark's docstring).
+
+## Optimal, two targets (s–t minimum cut, scipy maximum_flow)
+
+{header}
+{cut}
+
+## Optimal, three targets or a capacity (MILP, HiGHS via scipy.optimize.milp, time limit {limit:g} s)
+
+The LP relaxation is solved first (scipy.optimize.linprog, HiGHS dual simplex); when it is integral, as it
+was on these graphs, it is the integer optimum. "integer program alone" skips that step. A binding weight
+capacity ("ASIC holds 1/4 of the weights") adds a knapsack constraint whose relaxation is fractional: HiGHS
+then runs until the time limit and the plan reports the gap it reached, which depends on how much CPU it got
+(this machine was shared with other jobs). The presets' only capacity (wse2-like, 40 GB) never binds on the
+zoo, so these graphs take the LP path.
+
+{header}
+{milp}
+
+## Baselines on the same graphs (two targets)
+
+{header}
+{others}
+
+## What pausing the garbage collector saves
+
+Problem.build, build_plan and heft run with the cyclic collector paused (dispatch.problem.no_gc): a loaded
+graph keeps hundreds of thousands of Python objects alive, and the many small tuples and lists a plan
+creates trigger collections that walk them. Timed: problem + optimal + build_plan on the two roofline
+targets, with the collector paused (as shipped) and left on, interleaved; once as the first plan in a fresh
+process (synthetic graph generated and loaded first), once planned repeatedly in one process.
+
+| run | live objects | median s | runs s |
+|---|---|---|---|
+{gc}
+
+## The largest zoo model, real targets
+
+{header}
+{zoo}
+
+## Setup costs (not planning)
+
+| graph | nodes | generate s | load s | analyze s |
+|---|---|---|---|---|
+{prep}
+"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

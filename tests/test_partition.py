@@ -1,0 +1,454 @@
+"""The partitioner: strategies against brute force, hand-worked partitions, infeasible inputs, the zoo.
+
+Targets here are small fakes with a cost table and a support set (FakeTarget), so every expected number can
+be worked out by hand; tests/test_plan.py imports them from this module.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper
+
+from dispatch.cost import Cost, OpCost
+from dispatch.errors import DispatchError
+from dispatch.ir import Graph, Node
+from dispatch.partition import (
+    STRATEGIES,
+    build_problem,
+    compare_strategies,
+    plan,
+    plan_problem,
+    resolve_strategy,
+    strategy_names,
+)
+from dispatch.partition.optimal import solve_weighted
+from dispatch.plan import assignment_array, build_plan
+from dispatch.problem import Problem
+from targets.base import Executable, Link, Target, TargetSpec
+
+US = 1e-6
+DEFAULT_LINK = Link(1e9, 1 * US, 10.0)
+NO_COST = Cost()
+
+
+# -- fakes --------------------------------------------------------------------------------------------------
+class FakeTarget(Target):
+    """A target priced from a table: costs[node name or op_type] = (latency_s, energy_j); else unsupported."""
+
+    kind = "fake"
+    provider = "none (fake target for planning tests)"
+
+    def __init__(self, name: str, costs: Mapping[str, tuple[float, float]], *,
+                 link: Link = DEFAULT_LINK, overhead: Cost = NO_COST,
+                 capacity: int | None = None, weights: Mapping[str, int] | None = None) -> None:
+        super().__init__(name, TargetSpec(name, self.kind, "fake", "<test>", link, 0.0, 1.0))
+        self.costs = dict(costs)
+        self.overhead = overhead
+        self.capacity_bytes = capacity
+        self.weights = dict(weights or {})
+
+    def _entry(self, node: Node) -> tuple[float, float] | None:
+        return self.costs.get(node.name, self.costs.get(node.op_type))
+
+    def unsupported_reason(self, node: Node) -> str | None:
+        return None if self._entry(node) is not None else f"{self.name} has no {node.op_type} kernel"
+
+    def cost(self, node: Node, op: OpCost) -> Cost:
+        lat, en = self._entry(node)  # type: ignore[misc]
+        return Cost(lat, en)
+
+    def segment_overhead(self) -> Cost:
+        return self.overhead
+
+    def weight_bytes(self, node: Node, op: OpCost) -> int:
+        return self.weights.get(node.name, 0)
+
+    def compile(self, graph: Graph, nodes: Sequence[Node], inputs: Sequence[str],
+                outputs: Sequence[str]) -> Executable:
+        raise DispatchError("FakeTarget only prices nodes; it does not run them.")
+
+
+class FakeCpu(FakeTarget):
+    """A fake of kind "cpu": the host itself."""
+
+    kind = "cpu"
+
+
+def make_graph(nodes: Sequence[tuple[str, str, Sequence[str], str]], sizes: Mapping[str, int],
+               inputs: Sequence[str], outputs: Sequence[str]) -> Graph:
+    """nodes: (name, op_type, input tensors, output tensor); sizes: float32 elements per tensor."""
+    protos = [helper.make_node(op, list(ins), [out], name=name, domain="test.fake")
+              for name, op, ins, out in nodes]
+    vi = [helper.make_tensor_value_info(t, TensorProto.FLOAT, [n]) for t, n in sizes.items()]
+    by = {v.name: v for v in vi}
+    g = helper.make_graph(protos, "g", [by[i] for i in inputs], [by[o] for o in outputs],
+                          value_info=[v for v in vi if v.name not in set(inputs) | set(outputs)])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("test.fake", 1)]
+    model = helper.make_model(g, opset_imports=opsets)
+    return Graph(model)
+
+
+def chain(ops: Sequence[str], n: int = 1000) -> Graph:
+    """x -> ops[0] -> ops[1] -> ... -> y, every tensor n float32 (4n bytes); node i is called f'n{i}'."""
+    names = ["x"] + [f"t{i}" for i in range(len(ops) - 1)] + ["y"]
+    nodes = [(f"n{i}", op, [names[i]], names[i + 1]) for i, op in enumerate(ops)]
+    return make_graph(nodes, {t: n for t in names}, ["x"], ["y"])
+
+
+def random_dag(rng: np.random.Generator, n: int, n_ops: int = 3) -> Graph:
+    """n nodes, each reading 1-3 earlier tensors (or graph inputs); sinks are graph outputs."""
+    inputs = ["in0", "in1"]
+    sizes = {t: int(rng.integers(1, 5000)) for t in inputs}
+    nodes, used = [], set()
+    avail = list(inputs)
+    for i in range(n):
+        k = int(rng.integers(1, min(3, len(avail)) + 1))
+        ins = [str(x) for x in rng.choice(avail, size=k, replace=False)]
+        out = f"t{i}"
+        sizes[out] = int(rng.integers(1, 5000))
+        nodes.append((f"n{i}", f"Op{int(rng.integers(n_ops))}", ins, out))
+        used.update(ins)
+        avail.append(out)
+    outs = [t for t in avail[2:] if t not in used]
+    extra = [t for t in avail[2:] if t in used and rng.random() < 0.15]
+    inputs = [t for t in inputs if t in used]
+    return make_graph(nodes, sizes, inputs, outs + extra)
+
+
+def random_targets(rng: np.random.Generator, g: Graph, t: int, *, overhead: bool = True,
+                   host_cpu: bool = False) -> dict[str, Target]:
+    """t fake targets with per-node costs; each node supported on a random non-empty subset."""
+    support = np.zeros((len(g.nodes), t), bool)
+    for i in range(len(g.nodes)):
+        support[i, rng.permutation(t)[: int(rng.integers(1, t + 1))]] = True
+    out: dict[str, Target] = {}
+    for j in range(t):
+        costs = {nd.name: (float(rng.uniform(1, 50)) * US, float(rng.uniform(1, 50)) * 1e-6)
+                 for i, nd in enumerate(g.nodes) if support[i, j]}
+        link = Link(float(rng.uniform(0.5, 20)) * 1e9, float(rng.uniform(0, 5)) * US,
+                    float(rng.uniform(1, 50)))
+        cls = FakeCpu if host_cpu and j == 0 else FakeTarget
+        ov = Cost(float(rng.uniform(0, 8)) * US, float(rng.uniform(0, 8)) * 1e-6) if overhead else Cost()
+        out[f"d{j}"] = cls(f"d{j}", costs, link=link, overhead=ov)
+    return out
+
+
+def brute_force(problem: Problem, objective: str | None = None) -> tuple[float, np.ndarray]:
+    """Minimum model objective over every supported assignment (evaluated in batches)."""
+    choices = [np.flatnonzero(problem.supported[i]) for i in range(problem.num_nodes)]
+    allA = np.array(list(itertools.product(*choices)), np.int64)
+    lat, en = problem.evaluate_batch(allA)
+    obj = objective or problem.objective
+    vals = lat if obj == "latency" else en if obj == "energy" else lat * en
+    i = int(np.argmin(vals))
+    return float(vals[i]), allA[i]
+
+
+# -- optimal equals brute force ---------------------------------------------------------------------------
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 14), host_cpu=st.booleans(),
+       objective=st.sampled_from(["latency", "energy"]))
+def test_optimal_two_targets_equals_brute_force(seed: int, n: int, host_cpu: bool, objective: str) -> None:
+    rng = np.random.default_rng(seed)
+    g = random_dag(rng, n)
+    p = build_problem(g, random_targets(rng, g, 2, host_cpu=host_cpu), objective)
+    best, _ = brute_force(p)
+    pl = plan_problem(p, "optimal")
+    assert pl.optimal
+    assert pl.model_objective == pytest.approx(best, rel=1e-6)
+    assert p.objective_value(assignment_array(p, pl.assignment)) == pytest.approx(best, rel=1e-6)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 14), host_cpu=st.booleans(), capacity=st.booleans())
+def test_optimal_three_targets_equals_brute_force(seed: int, n: int, host_cpu: bool, capacity: bool) -> None:
+    rng = np.random.default_rng(seed)
+    g = random_dag(rng, n)
+    targets = random_targets(rng, g, 3, host_cpu=host_cpu)
+    if capacity:  # d1 holds about half of the nodes' weights (and any single node)
+        w = {nd.name: int(rng.integers(1, 100)) for nd in g.nodes}
+        for t in targets.values():
+            t.weights = w  # type: ignore[attr-defined]
+        targets["d1"].capacity_bytes = max(sum(w.values()) // 2, max(w.values()))
+    p = build_problem(g, targets, "latency")
+    # Keep the enumeration small: at most 3**10 assignments (drop support beyond that, first come first).
+    while np.prod(p.supported.sum(axis=1).astype(float)) > 3**10:
+        i = int(np.argmax(p.supported.sum(axis=1)))
+        j = int(np.flatnonzero(p.supported[i])[-1])
+        del targets[p.target_names[j]].costs[p.node_names[i]]  # type: ignore[attr-defined]
+        p = build_problem(g, targets, "latency")
+    choices = [np.flatnonzero(p.supported[i]) for i in range(p.num_nodes)]
+    allA = np.array(list(itertools.product(*choices)), np.int64)
+    fits = np.array([not p.capacity_violations(a) for a in allA])
+    if not fits.any():
+        with pytest.raises(DispatchError):
+            plan_problem(p, "optimal")
+        return
+    lat, _ = p.evaluate_batch(allA[fits])
+    for relax_first in (True, False):  # LP relaxation first, and the integer program alone
+        pl = plan_problem(p, "optimal", mip_rel_gap=1e-9, relax_first=relax_first)
+        assert pl.optimal
+        assert pl.model_objective == pytest.approx(float(lat.min()), rel=1e-6)
+        assert not p.capacity_violations(assignment_array(p, pl.assignment))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 9))
+def test_milp_agrees_with_cut_on_two_targets(seed: int, n: int) -> None:
+    rng = np.random.default_rng(seed)
+    g = random_dag(rng, n)
+    p = build_problem(g, random_targets(rng, g, 2), "latency")
+    cut = solve_weighted(p, 1.0, 0.0, method="cut")
+    for relax_first in (True, False):
+        mip = solve_weighted(p, 1.0, 0.0, method="milp", mip_rel_gap=1e-9, relax_first=relax_first)
+        assert p.objective_value(cut.target) == pytest.approx(p.objective_value(mip.target), rel=1e-6)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 12), t=st.sampled_from([2, 3]))
+def test_edp_never_worse_than_latency_or_energy_optimum(seed: int, n: int, t: int) -> None:
+    rng = np.random.default_rng(seed)
+    g = random_dag(rng, n)
+    targets = random_targets(rng, g, t)
+    p = build_problem(g, targets, "edp")
+    pl = plan_problem(p, "optimal")
+    assert not pl.optimal  # EDP is a sweep, never claimed optimal
+    for obj in ("latency", "energy"):
+        other = plan_problem(build_problem(g, targets, obj), "optimal")
+        c = other.model_cost
+        assert pl.model_objective <= c.latency_s * c.energy_j * (1 + 1e-9)
+    best, _ = brute_force(p, "edp")
+    assert pl.model_objective >= best * (1 - 1e-9)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 40), t=st.sampled_from([2, 3]))
+def test_optimal_no_worse_than_any_strategy_on_random_graphs(seed: int, n: int, t: int) -> None:
+    rng = np.random.default_rng(seed)
+    g = random_dag(rng, n)
+    p = build_problem(g, random_targets(rng, g, t, host_cpu=bool(seed % 2)), "latency")
+    table = compare_strategies(p)
+    assert set(table) == set(strategy_names(p))
+    best = table["optimal"]["model_objective"]
+    for name, row in table.items():
+        assert best <= row["model_objective"] * (1 + 1e-6), name
+
+
+# -- hand-worked partitions -------------------------------------------------------------------------------
+def _conv_chain_targets(asic_conv_us: float) -> dict[str, Target]:
+    # Links: 1 GB/s and 0 latency for both, no energy; overheads zero. Every tensor is 1000 float32 = 4000 B,
+    # so one transfer through the host costs 4000 B / 1 GB/s on each of the two links = 8 us (4 us from or to
+    # the host alone).
+    link = Link(1e9, 0.0, 0.0)
+    gpu = FakeTarget("gpu", {"Conv": (10 * US, 0.0), "Softmax": (1 * US, 0.0)}, link=link)
+    asic = FakeTarget("asic", {"Conv": (asic_conv_us * US, 0.0)}, link=link)
+    return {"gpu": gpu, "asic": asic}
+
+
+def test_conv_chain_stays_on_gpu_when_transfers_cost_more_than_the_gain() -> None:
+    g = chain(["Conv", "Conv", "Softmax", "Conv", "Conv"])
+    pl = plan(g, _conv_chain_targets(asic_conv_us=7.0))
+    # All GPU: 4 convs·10 + softmax 1 + input 4 + output 4 = 49 us.
+    # ASIC for the convs: 4·7 + 1 + x to asic 4 + t1 asic->gpu 8 + t2 gpu->asic 8 + y asic->host 4 = 53 us.
+    # Mixed halves (n0,n1 on ASIC only): 2·7 + 2·10 + 1 + 4 + 8 + 4 = 51 us. So everything stays on the GPU.
+    assert set(pl.assignment.values()) == {"gpu"}
+    assert pl.predicted.latency_s == pytest.approx(49 * US)
+    assert [s.target for s in pl.segments] == ["gpu"]
+    assert pl.optimal and pl.lower_bound_s == pytest.approx((4 * 7 + 1) * US)
+
+
+def test_conv_chain_moves_to_asic_when_convs_are_expensive_enough() -> None:
+    g = chain(["Conv", "Conv", "Softmax", "Conv", "Conv"])
+    pl = plan(g, _conv_chain_targets(asic_conv_us=2.0))
+    # All GPU: 49 us. All convs on ASIC: 4·2 + 1 + 4 + 8 + 8 + 4 = 33 us.
+    # One half only: 2·2 + 2·10 + 1 + 4 + 8 + 4 = 41 us.
+    assert pl.assignment == {"n0": "asic", "n1": "asic", "n2": "gpu", "n3": "asic", "n4": "asic"}
+    assert pl.predicted.latency_s == pytest.approx(33 * US)
+    assert [(s.target, s.nodes) for s in pl.segments] == [
+        ("asic", ("n0", "n1")), ("gpu", ("n2",)), ("asic", ("n3", "n4"))]
+    assert [(t.tensor, t.src, t.dst) for t in pl.transfers] == [
+        ("x", "host", "asic"), ("t1", "asic", "gpu"), ("t2", "gpu", "asic"), ("y", "asic", "host")]
+
+
+def test_small_segment_must_pay_for_its_launches() -> None:
+    # One node in the middle of a GPU chain is 3 us cheaper on the ASIC. Going there costs two transfers
+    # (8 us each at 1 GB/s through the host, 4000 B) — it stays. With free links but a 5 us ASIC launch it
+    # still stays (gain 3 < launch 5); with a 1 us launch it moves (gain 3 > 1).
+    g = chain(["Relu", "Gelu", "Relu"])
+    free = Link(float("inf"), 0.0, 0.0)
+
+    def targets(link: Link, asic_launch_us: float) -> dict[str, Target]:
+        gpu = FakeTarget("gpu", {"Relu": (1 * US, 0.0), "Gelu": (5 * US, 0.0)}, link=link)
+        asic = FakeTarget("asic", {"Gelu": (2 * US, 0.0)}, link=link, overhead=Cost(asic_launch_us * US, 0.0))
+        return {"gpu": gpu, "asic": asic}
+
+    assert set(plan(g, targets(Link(1e9, 0.0, 0.0), 0.0)).assignment.values()) == {"gpu"}
+    assert set(plan(g, targets(free, 5.0)).assignment.values()) == {"gpu"}
+    moved = plan(g, targets(free, 1.0))
+    assert moved.assignment["n1"] == "asic"
+    assert len(moved.segments) == 3
+    # 1 + 2 + 1 node time, asic launch 1 us, gpu launches zero, links free: 5 us.
+    assert moved.predicted.latency_s == pytest.approx(5 * US)
+
+
+def test_multi_consumer_tensor_is_paid_once_per_destination() -> None:
+    # x -> a (gpu only) -> three consumers b1, b2, b3 that are much cheaper on the ASIC.
+    nodes = [("a", "A", ["x"], "t"), ("b1", "B", ["t"], "y1"), ("b2", "B", ["t"], "y2"),
+             ("b3", "B", ["t"], "y3")]
+    g = make_graph(nodes, {"x": 10, "t": 250_000, "y1": 10, "y2": 10, "y3": 10}, ["x"], ["y1", "y2", "y3"])
+    link = Link(1e9, 0.0, 0.0)
+    gpu = FakeTarget("gpu", {"A": (1 * US, 0.0), "B": (800 * US, 0.0)}, link=link)
+    asic = FakeTarget("asic", {"B": (100 * US, 0.0)}, link=link)
+    pl = plan(g, {"gpu": gpu, "asic": asic})
+    # t is 1 MB: 1 ms per link, 2 ms gpu->asic. Paid once: 2000 < 3·700 saved, so all three move. Were it paid
+    # per consumer (6 ms) they would stay.
+    assert [pl.assignment[b] for b in ("b1", "b2", "b3")] == ["asic"] * 3
+    assert [(t.tensor, t.dst) for t in pl.transfers if t.tensor == "t"] == [("t", "asic")]
+
+
+def test_cpu_target_is_the_host() -> None:
+    # With a cpu target, graph inputs and outputs live on it: a chain placed there pays no transfer.
+    g = chain(["Relu", "Relu"])
+    cpu = FakeCpu("cpu", {"Relu": (3 * US, 0.0)}, link=Link(float("inf"), 0.0, 0.0))
+    gpu = FakeTarget("gpu", {"Relu": (2 * US, 0.0)}, link=Link(1e9, 0.0, 0.0))
+    p = build_problem(g, {"gpu": gpu, "cpu": cpu})
+    assert p.end_names == ("gpu", "cpu") and p.host == 1
+    pl = plan_problem(p, "optimal")
+    # gpu: 2·2 + 4 (x over the link) + 4 (y back) = 12 us; cpu: 2·3 = 6 us.
+    assert set(pl.assignment.values()) == {"cpu"} and pl.transfers == ()
+    assert pl.predicted.latency_s == pytest.approx(6 * US)
+
+
+# -- baselines -----------------------------------------------------------------------------------------------
+def _baseline_graph() -> tuple[Graph, dict[str, Target]]:
+    g = chain(["Conv", "Softmax", "Conv"])
+    gpu = FakeTarget("gpu", {"Conv": (5 * US, 1.0), "Softmax": (1 * US, 1.0)})
+    asic = FakeTarget("asic", {"Conv": (3 * US, 9.0)})
+    return g, {"asic": asic, "gpu": gpu}
+
+
+def test_priority_takes_first_supporting_target_in_order() -> None:
+    g, targets = _baseline_graph()
+    assert plan(g, targets, "priority").assignment == {"n0": "asic", "n1": "gpu", "n2": "asic"}
+
+
+def test_greedy_follows_the_objective_and_ignores_transfers() -> None:
+    g, targets = _baseline_graph()
+    assert plan(g, targets, "greedy").assignment == {"n0": "asic", "n1": "gpu", "n2": "asic"}
+    assert plan(g, targets, "greedy", "energy").assignment == {"n0": "gpu", "n1": "gpu", "n2": "gpu"}
+
+
+def test_only_falls_back_to_the_next_target() -> None:
+    g, targets = _baseline_graph()
+    assert plan(g, targets, "only:asic").assignment == {"n0": "asic", "n1": "gpu", "n2": "asic"}
+    assert set(plan(g, targets, "only:gpu").assignment.values()) == {"gpu"}
+    with pytest.raises(DispatchError, match="Unknown target 'tpu'"):
+        plan(g, targets, "only:tpu")
+
+
+def test_heft_overlaps_independent_branches() -> None:
+    # x feeds two independent 10 us branches, each runnable on either target at the same cost; links free.
+    nodes = [("a", "W", ["x"], "ya"), ("b", "W", ["x"], "yb")]
+    g = make_graph(nodes, {"x": 1, "ya": 1, "yb": 1}, ["x"], ["ya", "yb"])
+    free = Link(float("inf"), 0.0, 0.0)
+    t = {"g1": FakeTarget("g1", {"W": (10 * US, 0.0)}, link=free),
+         "g2": FakeTarget("g2", {"W": (10 * US, 0.0)}, link=free)}
+    pl = plan(g, t, "heft")
+    assert sorted(pl.assignment.values()) == ["g1", "g2"]  # one branch each
+    assert pl.makespan_s == pytest.approx(10 * US)  # they overlap
+    assert pl.predicted.latency_s == pytest.approx(20 * US)  # sequentially they do not
+
+
+def test_strategy_registry_and_bad_names() -> None:
+    assert {"optimal", "priority", "greedy", "heft", "only"} <= set(STRATEGIES)
+    assert resolve_strategy("only:gpu")[1] == {"target": "gpu"}
+    for bad in ("fastest", "only", "only:", "greedy:gpu"):
+        with pytest.raises(DispatchError, match="Unknown strategy"):
+            resolve_strategy(bad)
+
+
+# -- infeasible problems -----------------------------------------------------------------------------------
+def test_node_no_target_supports_names_the_node() -> None:
+    g = chain(["Conv", "Mystery", "Conv"])
+    t = {"gpu": FakeTarget("gpu", {"Conv": (1 * US, 0.0)}),
+         "asic": FakeTarget("asic", {"Conv": (1 * US, 0.0)})}
+    with pytest.raises(DispatchError) as e:
+        plan(g, t)
+    msg = str(e.value)
+    assert "'n1' (Mystery)" in msg and "add a target that supports Mystery" in msg and msg.count(". ") == 0
+
+
+def test_weights_larger_than_every_capacity_names_the_node() -> None:
+    g = chain(["Conv", "Conv"])
+    w = {"n0": 10, "n1": 5000}
+    t = {"a": FakeTarget("a", {"Conv": (1 * US, 0.0)}, capacity=1000, weights=w),
+         "b": FakeTarget("b", {"Conv": (1 * US, 0.0)}, capacity=2000, weights=w)}
+    with pytest.raises(DispatchError, match=r"Node 'n1' \(Conv\).*5000 bytes.*more on-chip memory"):
+        plan(g, t)
+
+
+def test_weights_that_do_not_fit_together_raise() -> None:
+    # Each node fits alone but only 'a' runs Conv: 3·400 = 1200 bytes > 1000.
+    g = chain(["Conv", "Conv", "Conv"])
+    w = {f"n{i}": 400 for i in range(3)}
+    t = {"a": FakeTarget("a", {"Conv": (1 * US, 0.0)}, capacity=1000, weights=w),
+         "b": FakeTarget("b", {"Relu": (1 * US, 0.0)})}
+    with pytest.raises(DispatchError, match="only a can run need 1200 bytes.*node 'n0'"):
+        plan(g, t)
+
+
+def test_capacity_moves_the_biggest_weights_elsewhere() -> None:
+    # The ASIC is faster for every conv but holds 1000 bytes: it keeps the two convs that gain most per byte.
+    g = chain(["Conv", "Conv", "Conv"])
+    w = {"n0": 600, "n1": 500, "n2": 500}
+    free = Link(float("inf"), 0.0, 0.0)
+    gpu = FakeTarget("gpu", {"Conv": (10 * US, 0.0)}, link=free)
+    asic = FakeTarget("asic", {"n0": (1 * US, 0.0), "n1": (2 * US, 0.0), "n2": (3 * US, 0.0)}, link=free,
+                      capacity=1000, weights=w)
+    pl = plan(g, {"gpu": gpu, "asic": asic})
+    # n0 alone saves 9 (600 B); n1 + n2 save 8 + 7 = 15 (1000 B): best is n1, n2.
+    assert pl.assignment == {"n0": "gpu", "n1": "asic", "n2": "asic"} and pl.optimal
+
+
+def test_unknown_objective() -> None:
+    g, targets = _baseline_graph()
+    with pytest.raises(DispatchError, match="Unknown objective 'speed'"):
+        plan(g, targets, objective="speed")
+
+
+# -- the zoo with the real targets --------------------------------------------------------------------------
+@pytest.mark.slow
+def test_optimal_no_worse_than_any_strategy_on_every_zoo_model() -> None:
+    """Real targets (the default gpu + asic, then with the host cpu as a third), latency and energy."""
+    models = pytest.importorskip("models")
+    base = pytest.importorskip("targets.base")
+    try:
+        two = {n: base.make_target(n, preset) for n, preset in base.DEFAULT_TARGETS.items()}
+        three = {**two, "cpu": base.make_target("cpu", "host-cpu")}
+    except (ImportError, DispatchError) as e:
+        pytest.skip(f"real targets not available yet: {e}")
+    from dispatch.frontend import load
+
+    for name in models.list_models():
+        g = load(name)
+        for targets, objective in ((two, "latency"), (two, "energy"), (three, "latency")):
+            p = build_problem(g, targets, objective)
+            table = compare_strategies(p)
+            assert table["optimal"]["optimal"], (name, objective)
+            best = table["optimal"]["model_objective"]
+            for s, row in table.items():
+                if "error" not in row:
+                    assert best <= row["model_objective"] * (1 + 1e-6), (name, objective, len(targets), s)
+
+
+def test_build_plan_rejects_unsupported_placement() -> None:
+    g, targets = _baseline_graph()
+    p = build_problem(g, targets)
+    with pytest.raises(DispatchError, match="Node 'n1' is placed on 'asic'.*place it on gpu"):
+        build_plan(p, np.zeros(3, np.int64), "manual")
