@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dispatch.analysis import analyze
+from dispatch.api import Dispatcher
 from dispatch.cost import Cost, OpCost
 from dispatch.errors import DispatchError
 from dispatch.frontend import load
 from dispatch.ir import Graph, Node, Value
 
-__all__ = ["load", "analyze", "Graph", "Node", "Value", "OpCost", "Cost", "DispatchError"]
+__all__ = ["Dispatcher", "load", "analyze", "Graph", "Node", "Value", "OpCost", "Cost", "DispatchError"]
 __version__ = "0.1.0"
