@@ -1,17 +1,29 @@
-"""Command line: argument parsing and rendering choices only. Exit codes: 0 done, 2 bad input, 1 internal."""
+"""Command line: argument parsing and rendering choices only. Exit codes: 0 done, 2 bad input, 1 internal.
+
+    python -m dispatch MODEL [options]        plan, run once on generated inputs, validate, measure, report
+    python -m dispatch calibrate [options]    fit the cost model of an onnxruntime target to this machine
+
+The work goes through `dispatch.Dispatcher` (load, plan, compile, run, validate, measure), so the CLI and the
+API share one path; the report is assembled by `dispatch.report.build_report`. A failed validation still
+writes every requested file, then exits 1 (the run gave wrong numbers: an internal error, not bad input).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from dispatch.errors import DispatchError
 
-__all__ = ["main"]
+__all__ = ["main", "run", "status", "load_npz", "make_targets"]
+
+STRATEGY_HELP = "optimal|priority|greedy|heft|only:TARGET"
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -23,45 +35,247 @@ def _parser() -> argparse.ArgumentParser:
     p = _ArgumentParser(prog="python -m dispatch",
                         description="Analyse an ONNX model, place its operators on GPU and ASIC targets, "
                                     "run the plan and report latency and energy. "
-                                    "'python -m dispatch calibrate --help' fits the cost model to this machine.")
+                                    "'python -m dispatch calibrate --help' fits the cost model to this "
+                                    "machine.")
     p.add_argument("model", help="a .onnx path or a model-zoo name (python -m models list)")
-    p.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
+    g = p.add_argument_group("planning")
+    g.add_argument("--targets", metavar="NAME=PRESET,...",
+                   help="targets as NAME=PRESET or NAME=path/to/spec.toml, comma-separated "
+                        "(default gpu=h100-sxm,asic=tpu-v4-like; presets in targets/specs/)")
+    g.add_argument("--strategy", default="optimal", metavar="NAME", help=f"{STRATEGY_HELP} (default optimal)")
+    g.add_argument("--objective", default="latency", choices=("latency", "energy", "edp"),
+                   help="what the plan minimises (default latency)")
+    g.add_argument("--precision", choices=("fp32", "tf32", "fp16", "bf16"),
+                   help="precision gpu/cpu targets are predicted at (default fp32; execution is unchanged)")
+    g.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
                    help="bind an input's shape or a symbolic dimension (SYMBOL=8); repeatable")
-    p.add_argument("--ops", default="25", help="rows of the per-operator table: a number or 'all'")
-    p.add_argument("--json", metavar="PATH", help="write the full report as JSON")
-    p.add_argument("--quiet", action="store_true", help="print only the headline figures")
+    g.add_argument("--load-plan", metavar="PATH", help="use the placement saved in PATH instead of planning")
+    g.add_argument("--save-plan", metavar="PATH", help="save the placement as JSON")
+    g.add_argument("--explain", action="append", default=[], metavar="NODE",
+                   help="print NODE's cost on every target and what moving it would change; repeatable")
+    g = p.add_argument_group("running")
+    g.add_argument("--inputs", metavar="PATH.npz", help="feeds by input name (default: generated, seed 0)")
+    g.add_argument("--outputs", metavar="PATH.npz", help="save the outputs by name")
+    g.add_argument("--no-run", action="store_true", help="plan only: execute nothing")
+    g.add_argument("--repeat", type=int, default=3, metavar="N",
+                   help="timed runs for the medians, after one warm-up (default 3; 0: run once, no timing)")
+    g = p.add_argument_group("output")
+    g.add_argument("--json", metavar="PATH", help="write the full report as JSON (schema in the README)")
+    g.add_argument("--trace", metavar="PATH", help="write a Chrome trace-event timeline (Perfetto)")
+    g.add_argument("--dot", metavar="PATH", help="write the placement graph as DOT (and .svg with Graphviz)")
+    g.add_argument("--annotate", metavar="PATH", help="write the ONNX model with each node's placement")
+    g.add_argument("--ops", default="10",
+                   help="rows of the per-operator table: a number or 'all' (default 10; 0 hides it)")
+    g.add_argument("--quiet", action="store_true", help="print only the headline")
     return p
 
 
-def _console(quiet: bool = False):  # noqa: ANN202
+# -- helpers ------------------------------------------------------------------------------------------
+def _console():  # noqa: ANN202
+    """stdout: colour and Unicode boxes on a terminal; plain (no colour, ASCII) otherwise or with NO_COLOR."""
     from rich.console import Console
 
     plain = not sys.stdout.isatty() or bool(os.environ.get("NO_COLOR"))
-    return Console(no_color=plain, highlight=not plain, width=None if not plain else 160,
-                   quiet=quiet, soft_wrap=False)
+    return Console(no_color=plain, highlight=not plain, width=None if not plain else 160, soft_wrap=False)
 
 
-def _write_json(path: str, data: object) -> None:
+@contextmanager
+def status(label: str) -> Iterator[None]:
+    """A spinner on stderr while a step runs (terminals only), then 'label: N s' there when it took > 1 s."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    t0 = time.perf_counter()
+    with err.status(f"{label} ...", spinner="dots"):
+        yield
+    dt = time.perf_counter() - t0
+    if dt > 1.0:
+        err.print(f"{label}: {dt:.1f} s", style="dim", highlight=False, markup=False)
+
+
+def load_npz(path: str) -> dict[str, Any]:
+    """Arrays by name from an .npz file (no pickles); DispatchError on a missing or unreadable file."""
+    import zipfile
+
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise DispatchError(f"Inputs file '{path}' does not exist; give an .npz written by numpy.savez with "
+                            "one array per model input.")
     try:
-        Path(path).write_text(json.dumps(data, indent=2, sort_keys=False, default=float) + "\n")
+        with np.load(p, allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise DispatchError(f"'{path}' holds a single array, not an .npz archive; save the inputs "
+                                    "with numpy.savez(path, NAME=array, ...).")
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DispatchError(f"'{path}' is not a readable .npz file ({type(e).__name__}: {e}); save the "
+                            "inputs with numpy.savez(path, NAME=array, ...).") from None
+
+
+def _save_npz(path: str, arrays: Mapping[str, Any]) -> None:
+    import numpy as np
+
+    try:
+        with open(path, "wb") as f:  # a file object: numpy does not append '.npz' to the name
+            np.savez(f, **dict(arrays))
     except OSError as e:
         raise DispatchError(f"Cannot write '{path}' ({e.strerror}); choose a writable path.") from None
 
 
+def make_targets(spec: Mapping[str, str], precision: str | None = None) -> dict[str, Any]:
+    """Targets from NAME -> preset; `precision` goes to gpu and cpu targets (the onnxruntime-backed kinds)."""
+    from targets.base import load_spec, make_target
+
+    kinds = {name: load_spec(preset).kind for name, preset in spec.items()}
+    if precision is not None and not any(k in ("gpu", "cpu") for k in kinds.values()):
+        raise DispatchError(f"--precision applies to gpu and cpu targets, and the targets "
+                            f"({', '.join(spec)}) have none; drop --precision or add a gpu target.")
+    out: dict[str, Any] = {}
+    try:
+        for name, preset in spec.items():
+            opts = {"precision": precision} if precision and kinds[name] in ("gpu", "cpu") else {}
+            out[name] = make_target(name, preset, **opts)
+    except BaseException:
+        for t in out.values():
+            t.close()
+        raise
+    return out
+
+
+class _Planner:
+    """The Dispatcher's planner: builds the Problem once and keeps it for strategies and --explain."""
+
+    def __init__(self, load_path: str | None) -> None:
+        self.load_path = load_path
+        self.problem: Any = None
+
+    def __call__(self, graph: Any, targets: Mapping[str, Any], *, strategy: str, objective: str,
+                 **options: Any) -> Any:
+        from dispatch.partition import build_problem, plan_problem
+        from dispatch.plan_io import load_plan
+
+        self.problem = build_problem(graph, targets, objective)
+        if self.load_path:
+            return load_plan(self.load_path, graph, targets, problem=self.problem)
+        return plan_problem(self.problem, strategy, **options)
+
+
+def _check_feeds(model: str, feeds: Mapping[str, Any]) -> None:
+    """Names, dtypes and shapes of --inputs against the model's declared inputs (symbolic dims: any size)."""
+    from dispatch.frontend import load_model_proto
+    from dispatch.validate import check_feeds
+
+    proto, _ = load_model_proto(model)
+    try:
+        check_feeds(proto, feeds)
+    except DispatchError as e:
+        raise DispatchError(f"--inputs: {e}") from None
+
+
+def _check_writable(paths: Sequence[str | None]) -> None:
+    """Fail before any work when an output file's folder does not exist."""
+    for p in filter(None, paths):
+        parent = Path(p).parent
+        if not parent.is_dir():
+            raise DispatchError(f"Cannot write '{p}': the folder '{parent}' does not exist; create it or "
+                                "choose another path.")
+
+
+# -- the command ----------------------------------------------------------------------------------------
 def run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     if args.ops != "all" and not args.ops.isdigit():
         raise DispatchError(f"--ops takes a number or 'all', not '{args.ops}'.")
-    from dispatch.analysis import analyze
-    from dispatch.frontend import load, parse_shapes
-    from dispatch.report import analysis_report, render_analysis
+    ops: str | int = args.ops if args.ops == "all" else int(args.ops)
+    if args.repeat < 0:
+        raise DispatchError(f"--repeat takes a count of 0 or more, not {args.repeat}.")
+    if args.no_run and (args.inputs or args.outputs):
+        raise DispatchError("--no-run executes nothing, so --inputs/--outputs have no effect; drop one of "
+                            "them.")
+    _check_writable([args.json, args.trace, args.dot, args.annotate, args.save_plan, args.outputs])
+    from dispatch.api import Dispatcher
+    from dispatch.frontend import parse_shapes
+    from dispatch.partition import resolve_strategy
+    from targets.base import DEFAULT_TARGETS, parse_targets
 
-    graph = load(args.model, parse_shapes(args.shape))
-    costs = analyze(graph)
-    console = _console(args.quiet)
-    render_analysis(console, graph, costs, ops=args.ops)
+    if not args.load_plan:
+        resolve_strategy(args.strategy)  # a bad name fails before any model is loaded
+    shapes: dict[str, Any] = dict(parse_shapes(args.shape))
+    feeds = None
+    if args.inputs:
+        feeds = load_npz(args.inputs)
+        with status(f"checking {args.inputs}"):
+            _check_feeds(args.model, feeds)
+        shapes.update({k: tuple(v.shape) for k, v in feeds.items() if v.ndim > 0})
+    targets = make_targets(parse_targets(args.targets) if args.targets else DEFAULT_TARGETS, args.precision)
+    planner = _Planner(args.load_plan)
+    console = _console()
+    try:
+        with status(f"loading and planning {args.model}"):
+            d = Dispatcher(args.model, targets, strategy=args.strategy, objective=args.objective,
+                           shapes=shapes or None, planner=planner)
+        with d:
+            return _finish(args, ops, d, planner.problem, feeds, console)
+    finally:
+        for t in targets.values():
+            t.close()
+
+
+def _finish(args: argparse.Namespace, ops: str | int, d: Any, problem: Any, feeds: Any, console: Any) -> int:
+    """Everything after planning: explain, strategies, save, run, report, files."""
+    from dispatch.explain import explain, render_explain
+    from dispatch.partition import compare_strategies
+    from dispatch.report import build_report, render_report, write_json
+
+    graph, plan = d.graph, d.plan
+    for node in args.explain:
+        console.print(render_explain(explain(plan, problem, node)), highlight=False, markup=False)
+    with status("comparing strategies"):
+        strategies = compare_strategies(problem)
+    if args.save_plan:
+        from dispatch.plan_io import save_plan
+
+        save_plan(plan, args.save_plan)
+    measurement = validation = None
+    if not args.no_run:
+        run_feeds = feeds if feeds is not None else d.example_feeds()
+        with status("running the plan and validating against onnxruntime"):
+            validation = d.validate(run_feeds)
+        if args.outputs:
+            _save_npz(args.outputs, d.run(run_feeds))
+        if args.repeat:
+            with status(f"measuring ({args.repeat} timed runs after 1 warm-up)"):
+                measurement = d.measure(run_feeds, repeat=args.repeat, warmup=1)
+    report = build_report(graph, plan, d.targets, measurement=measurement, validation=validation,
+                          strategies=strategies,
+                          inputs=None if args.no_run else (args.inputs or "generated (seed 0)"))
+    render_report(console, report, ops=ops, quiet=args.quiet)
     if args.json:
-        _write_json(args.json, analysis_report(graph, costs))
+        write_json(args.json, report)
+    if args.trace:
+        from dispatch.trace import write_trace
+
+        write_trace(args.trace, plan, measurement, model=graph.name, targets=d.targets)
+    if args.dot:
+        from dispatch.dot import write_dot
+
+        write_dot(args.dot, graph, plan, targets=d.targets)
+    if args.annotate:
+        from dispatch.annotate import write_annotated
+
+        with status(f"writing {args.annotate}"):
+            write_annotated(args.annotate, graph, plan, d.targets,
+                            node_costs=[n.get("cost", {}) for n in report["nodes"]])
+    if validation is not None and not validation.ok:
+        print(f"error: the plan's outputs differ from onnxruntime's (max abs err "
+              f"{validation.max_abs_err:.3g}, rtol {validation.rtol:g}, atol {validation.atol:g}); please "
+              "report it.", file=sys.stderr)
+        return 1
     return 0
 
 
