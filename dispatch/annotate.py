@@ -57,8 +57,7 @@ def annotate_model(graph: Graph, plan: Any, targets: Mapping[str, Any] | None = 
         from dispatch.report import node_costs as compute
 
         node_costs = compute(graph, analyze(graph), targets)
-    model = onnx.ModelProto()
-    model.CopyFrom(graph.model)
+    model = graph.full_model()
     seg_of = {n: s.id for s in plan.segments for n in s.nodes}
     by_name = {p.name: p for p in model.graph.node}
     for node, costs in zip(graph.nodes, node_costs, strict=True):

@@ -16,7 +16,10 @@ from onnx import helper
 
 from dispatch.errors import DispatchError
 
-__all__ = ["Value", "Node", "Graph", "numpy_dtype", "gc_paused"]
+__all__ = ["Value", "Node", "Graph", "numpy_dtype", "gc_paused", "external_placeholder", "SHARED_MIN_BYTES"]
+
+# Initializers at least this large live only in Value.const; Graph.model keeps a typed placeholder for them.
+SHARED_MIN_BYTES = 4096
 
 
 def numpy_dtype(elem_type: int) -> np.dtype | None:
@@ -111,6 +114,21 @@ def _tensor_array(t: onnx.TensorProto) -> np.ndarray:
     return onnx.numpy_helper.to_array(t)
 
 
+def external_placeholder(name: str, arr: np.ndarray) -> onnx.TensorProto:
+    """An initializer with the right type and dims whose data lives outside the model (in memory).
+
+    onnxruntime accepts it when the data comes through `SessionOptions.add_external_initializers`.
+    """
+    t = onnx.TensorProto()
+    t.name = name
+    t.data_type = helper.np_dtype_to_tensor_dtype(arr.dtype)
+    t.dims.extend(arr.shape)
+    t.data_location = onnx.TensorProto.EXTERNAL
+    loc = t.external_data.add()
+    loc.key, loc.value = "location", f"memory/{name}"
+    return t
+
+
 class _Values(dict):
     """name -> Value, creating the Value on first lookup (used only while a Graph is built)."""
 
@@ -181,6 +199,46 @@ class Graph:
         with gc_paused():
             self._build()
         self.values = dict(self.values)  # a plain dict: looking up a missing name must raise KeyError
+        self.weights = self._move_weights_out()
+
+    def _move_weights_out(self) -> dict[str, np.ndarray]:
+        """Keep each large weight once, in Value.const: Graph.model gets a placeholder instead of the data.
+
+        Sessions get the arrays through `weights` (see `session_options_with_weights`); `full_model()`
+        re-embeds them for writing a file.
+        """
+        moved: dict[str, np.ndarray] = {}
+        inits = self.model.graph.initializer
+        for i, t in enumerate(inits):
+            arr = self.values[t.name].const
+            if arr is None or arr.dtype == object or arr.nbytes < SHARED_MIN_BYTES:
+                continue
+            moved[t.name] = np.ascontiguousarray(arr)
+            self.values[t.name].const = moved[t.name]
+            inits[i].CopyFrom(external_placeholder(t.name, arr))
+        return moved
+
+    def full_model(self) -> onnx.ModelProto:
+        """A self-contained copy of `model`, the weights embedded again (for saving to a file)."""
+        m = onnx.ModelProto()
+        m.CopyFrom(self.model)
+        for i, t in enumerate(m.graph.initializer):
+            if t.name in self.weights:
+                m.graph.initializer[i].CopyFrom(onnx.numpy_helper.from_array(self.weights[t.name], t.name))
+        return m
+
+    def session_options_with_weights(self, options: Any = None) -> tuple[Any, list[Any]]:
+        """onnxruntime SessionOptions that hand the moved-out weights to a session of `model`, without copies.
+
+        Returns (options, values): the session reads the buffers of `values`, so keep them alive with it.
+        """
+        import onnxruntime as ort
+
+        so = options if options is not None else ort.SessionOptions()
+        values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self.weights.values()]
+        if values:
+            so.add_external_initializers(list(self.weights), values)
+        return so, values
 
     # -- construction ---------------------------------------------------------------------------
     def _value(self, name: str) -> Value:

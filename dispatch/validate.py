@@ -275,6 +275,7 @@ def reference_outputs(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    opts, _weights = graph.session_options_with_weights(opts)  # _weights: alive while the session runs
     sess = ort.InferenceSession(graph.model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     names = [o.name for o in graph.outputs]
     return dict(zip(names, sess.run(names, dict(feeds)), strict=True))

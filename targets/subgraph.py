@@ -13,10 +13,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from dispatch.errors import DispatchError
-from dispatch.ir import Graph, Node
+from dispatch.ir import Graph, Node, external_placeholder
 
 __all__ = ["extract", "extract_shared", "SHARE_MIN_BYTES"]
 
@@ -59,18 +59,6 @@ def _value_info(graph: Graph, name: str) -> onnx.ValueInfoProto:
         return helper.make_empty_tensor_value_info(name)
     shape = None if v.shape is None else [d if d >= 0 else None for d in v.shape]
     return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(v.dtype), shape)
-
-
-def _placeholder(name: str, arr: np.ndarray) -> onnx.TensorProto:
-    """An initializer with the right type and dims whose data lives outside the model."""
-    t = onnx.TensorProto()
-    t.name = name
-    t.data_type = helper.np_dtype_to_tensor_dtype(arr.dtype)
-    t.dims.extend(arr.shape)
-    t.data_location = TensorProto.EXTERNAL
-    loc = t.external_data.add()
-    loc.key, loc.value = "location", f"shared/{name}"
-    return t
 
 
 def _check(graph: Graph, nodes: Sequence[Node], inputs: Sequence[str], outputs: Sequence[str]) -> list[Node]:
@@ -120,7 +108,7 @@ def _build(
                 )
             arr = np.ascontiguousarray(v.const)
             if share_min_bytes is not None and arr.nbytes >= share_min_bytes and arr.dtype != object:
-                inits.append(_placeholder(name, arr))
+                inits.append(external_placeholder(name, arr))
                 shared[name] = arr
             else:
                 inits.append(numpy_helper.from_array(arr, name))

@@ -453,7 +453,7 @@ def test_synthetic_model_loads_folds_and_matches_onnxruntime():
     assert all(c.modeled for c in analyze(graph))
     x = np.random.default_rng(0).standard_normal((2, 16, 32)).astype(np.float32)
     (want,) = run_ort(model, {"input": x})
-    (got,) = run_ort(graph.model, {"input": x})  # the loaded, folded model computes the same thing
+    (got,) = run_ort(graph.full_model(), {"input": x})  # the loaded, folded model computes the same thing
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -461,7 +461,7 @@ def test_loaded_zoo_model_matches_onnxruntime():
     path = models.build("tiny_transformer")
     feeds = models.example_inputs("tiny_transformer")
     want = run_ort(onnx.load(str(path)), feeds)
-    got = run_ort(load(path).model, feeds)
+    got = run_ort(load(path).full_model(), feeds)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 

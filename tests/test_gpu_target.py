@@ -173,8 +173,7 @@ def tiny_cnn():
 
 def _reference(graph, names):
     """Run the whole model with onnxruntime, exposing the named intermediate tensors as outputs."""
-    m = onnx.ModelProto()
-    m.CopyFrom(graph.model)
+    m = graph.full_model()
     have = {o.name for o in m.graph.output}
     for vi in m.graph.value_info:
         if vi.name in names and vi.name not in have:

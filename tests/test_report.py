@@ -393,7 +393,7 @@ def test_annotated_model_round_trips(tiny: Any, tmp_path: Path) -> None:
     x = tiny.feeds["x"]
     run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(  # noqa: E731
         None, {"x": x})[0]
-    np.testing.assert_array_equal(run(model), run(tiny.graph.model))
+    np.testing.assert_array_equal(run(model), run(tiny.graph.full_model()))
     # Annotating twice replaces, never duplicates, the entries.
     again = annotate_model(tiny.graph, tiny.plan, tiny.targets)
     assert [e.key for e in again.graph.node[0].metadata_props].count(PREFIX + "target") == 1
