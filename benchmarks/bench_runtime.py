@@ -44,11 +44,12 @@ NOTES = """## Reading the figures
   so on a busy machine (see `load`) a call waits for whichever thread was descheduled; one BLAS thread per
   process avoids that. The choice belongs to whoever deploys the ASIC kernels (OPENBLAS_NUM_THREADS, or a
   thread cap inside the target).
-- Memory: the loaded Graph holds every weight twice (the ModelProto's initializers and the NumPy constants),
-  and onnxruntime's CPU provider keeps a copy of its own even of initializers handed to it with
-  add_external_initializers, so the Dispatcher's live memory is about three times the weights where a plain
-  session needs one; the sub-model extraction itself keeps no copy. The peak is the frontend's loading
-  (shape inference and constant folding copy the model).
+- Memory: the loaded Graph holds each weight once, as the NumPy constants the ASIC kernels read
+  (Graph.model keeps typed placeholders); sessions get those arrays through add_external_initializers.
+  onnxruntime's CPU provider still builds buffers of its own (pre-packed GEMM weights), about what a plain
+  session holds, so the Dispatcher's live memory is about twice the weights where a plain session needs
+  one; the sub-model extraction itself keeps no copy. The peak is the frontend's loading (shape inference
+  and constant folding work on the whole model).
 """
 
 

@@ -216,6 +216,12 @@ class Graph:
             moved[t.name] = np.ascontiguousarray(arr)
             self.values[t.name].const = moved[t.name]
             inits[i].CopyFrom(external_placeholder(t.name, arr))
+        if moved:
+            # protobuf (upb) frees a message's memory only with the whole message: re-read the now small
+            # model into a fresh one and point the nodes at it, so the old one, weights included, is freed.
+            self.model = onnx.ModelProto.FromString(self.model.SerializeToString())
+            for node, proto in zip(self.nodes, self.model.graph.node, strict=True):
+                node.proto = proto
         return moved
 
     def full_model(self) -> onnx.ModelProto:
