@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -16,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from dispatch.errors import DispatchError
 from dispatch.frontend import load
 from dispatch.ir import Graph
+from targets.asic.kernels import KERNELS
 from targets.asic.target import AsicTarget
 from targets.asic.timing import conv_gemm_dims, energy_j, simulate_gemm
 from targets.base import SPEC_DIR, make_target
@@ -32,6 +35,11 @@ def _model(nodes: list, inputs: list, outputs: list, inits: dict[str, np.ndarray
         [helper.make_tensor_value_info(n, elem, s) for n, s in outputs],
         [numpy_helper.from_array(v, k) for k, v in inits.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _conv(x: str, w: str, y: str, name: str, bias: str | None = None) -> onnx.NodeProto:
+    """A Conv node padded by one pixel on every side."""
+    return helper.make_node("Conv", [x, w] + ([bias] if bias else []), [y], name=name, pads=[1, 1, 1, 1])
 
 
 def _conv_bn_relu(extra_consumer: bool = False) -> onnx.ModelProto:
@@ -165,6 +173,78 @@ def test_dtype_limits():
     assert "float64" in wse.unsupported_reason(g64.node("r"))
     g8 = load(_model(nodes, [("X", [4, 4])], [("Y", [4, 4])], {}, elem=TensorProto.INT8))
     assert "floating point" in make_target("asic", "edge-npu").unsupported_reason(g8.node("r"))
+
+
+def _chain(elem: int, dt) -> onnx.ModelProto:
+    """X (1,2,4,4) -> Conv -> Relu -> MatMul -> Add(bias) -> Clip -> Y, and Gemm(F, G^T) -> Z: every ASIC
+    op but BatchNormalization, all tensors of ONNX type `elem`."""
+    nodes = [_conv("X", "W", "c", "conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "M"], ["m"], name="mm"),
+             helper.make_node("Add", ["m", "b"], ["a"], name="add"),
+             helper.make_node("Clip", ["a", "lo", "hi"], ["Y"], name="clip"),
+             helper.make_node("Gemm", ["F", "G"], ["Z"], name="gemm", transB=1)]
+    inits = {"W": RNG.uniform(-1, 1, (3, 2, 3, 3)).astype(dt), "M": RNG.uniform(-1, 1, (4, 2)).astype(dt),
+             "b": RNG.uniform(-1, 1, 2).astype(dt), "lo": np.array(0, dt), "hi": np.array(2, dt),
+             "G": RNG.uniform(-1, 1, (5, 6)).astype(dt)}
+    return _model(nodes, [("X", [1, 2, 4, 4]), ("F", [3, 6])], [("Y", [1, 3, 4, 2]), ("Z", [3, 5])],
+                  inits, elem=elem)
+
+
+def test_preset_dtypes_are_the_float_kernels_ones():
+    # The spec's dtypes (targets/specs/*.toml) that kernels.FLOAT_DTYPES computes in; int8 only sets timing.
+    want = {"tpu-v4-like": {"bfloat16", "float32"},  # dtypes = ["bf16", "fp32", "int8"]
+            "edge-npu": {"float16", "float32"},  # dtypes = ["fp32", "fp16", "int8"]
+            "wse2-like": {"bfloat16", "float16", "float32"}}  # dtypes = ["fp16", "bf16", "fp32"]
+    for preset, names in want.items():
+        assert make_target("asic", preset).params.numpy_dtypes == names
+
+
+@pytest.mark.parametrize("preset", ["tpu-v4-like", "edge-npu", "wse2-like"])
+@pytest.mark.parametrize(("elem", "dt"), [(TensorProto.INT8, np.int8), (TensorProto.UINT8, np.uint8),
+                                          (TensorProto.INT32, np.int32), (TensorProto.INT64, np.int64)])
+def test_integer_tensors_unsupported(preset, elem, dt):
+    # tpu-v4-like and edge-npu list int8 (their arrays' timing dtype), yet the NumPy kernels compute in
+    # floating point only: MatMul, Gemm, Conv and Add raise DispatchError on integers, so the predicate
+    # must refuse every node first, naming the tensor and its dtype.
+    g = load(_chain(elem, dt))
+    t = make_target("asic", preset)
+    name = np.dtype(dt).name
+    for n in g.nodes:
+        reason = t.unsupported_reason(n)
+        assert reason is not None and f"is {name};" in reason and "floating point" in reason, (n.name, reason)
+    with pytest.raises(DispatchError, match="cannot run on ASIC target"):
+        t.compile(g, g.nodes, ["X", "F"], ["Y", "Z"])
+    ints = {"A": np.ones((2, 3), dt), "B": np.ones((3, 2), dt), "X": np.ones((1, 2, 4, 4), dt),
+            "W": np.ones((3, 2, 3, 3), dt)}
+    for op, args in (("MatMul", ["A", "B"]), ("Gemm", ["A", "B"]), ("Conv", ["X", "W"]), ("Add", ["A", "A"])):
+        with pytest.raises(DispatchError, match=f"float32, float64 tensors, not {name}"):
+            KERNELS[op]([ints[a] for a in args], {})
+
+
+@pytest.mark.parametrize("preset", ["tpu-v4-like", "edge-npu", "wse2-like"])
+def test_accepted_dtypes_run(preset):
+    # The other direction: every dtype the predicate accepts, the kernels compute, in that dtype, close to
+    # onnxruntime's float32 result on the same (rounded) weights and inputs. Tolerance: a few roundings of
+    # the output to 8 (bf16) or 11 (fp16) significant bits on values of size ~1-3: 2^-8·3·4 ≈ 0.05.
+    t = make_target("asic", preset)
+    feeds32 = {"X": RNG.uniform(-1, 1, (1, 2, 4, 4)).astype(np.float32),
+               "F": RNG.uniform(-1, 1, (3, 6)).astype(np.float32)}
+    for name in sorted(t.params.numpy_dtypes):
+        dt = ml_dtypes.bfloat16 if name == "bfloat16" else np.dtype(name)
+        model = _chain(helper.np_dtype_to_tensor_dtype(np.dtype(dt)), dt)
+        g = load(model)
+        assert all(t.supports(n) for n in g.nodes), [t.unsupported_reason(n) for n in g.nodes]
+        feeds = {k: v.astype(dt) for k, v in feeds32.items()}
+        got = t.compile(g, g.nodes, ["X", "F"], ["Y", "Z"])(feeds)
+        ref32 = _model([n.proto for n in g.nodes], [("X", [1, 2, 4, 4]), ("F", [3, 6])],
+                       [("Y", [1, 3, 4, 2]), ("Z", [3, 5])],
+                       {k: g.values[k].const.astype(np.float32) for k in ("W", "M", "b", "lo", "hi", "G")})
+        want = _ort(ref32, {k: v.astype(np.float32) for k, v in feeds.items()})
+        tol = 1e-5 if name == "float32" else 0.05
+        for k in ("Y", "Z"):
+            assert got[k].dtype == np.dtype(dt)
+            np.testing.assert_allclose(got[k].astype(np.float32), want[k], rtol=tol, atol=tol, err_msg=name)
 
 
 def test_dynamic_shape_unsupported(tpu):
@@ -325,3 +405,162 @@ def test_bad_spec_values(tmp_path: Path, pattern: str, replacement: str, message
     with pytest.raises(DispatchError, match=re.escape(message)) as err:
         make_target("asic", path)
     assert "bad.toml" in str(err.value)
+
+
+# ---- in-place epilogues -------------------------------------------------------------------------------
+# Relu, Clip and Add write into an operand that an earlier step of the segment produced, that no later step
+# reads and that is not a segment output (target._Program.build, kernels.INPLACE_KERNELS). Each test below
+# compares with onnxruntime on the whole graph, and fails when one of those three conditions is dropped.
+
+def _inplace_steps(exe) -> set[str]:
+    """Names of the steps the compiled program runs with an in-place kernel (a partial binding `into`)."""
+    return {s.node for s in exe.steps if isinstance(s.kernel, functools.partial)}
+
+
+def _residual_block() -> onnx.ModelProto:
+    """X (1,4,8,8) -> Conv0 -> h; Relu(h) -> r; Conv1(r) -> c; Add(c, h) -> s; Relu(s) -> t; Add(X, t) -> Y.
+
+    h is read twice (the first Relu and the residual Add), so that Relu must not write into it; X, the
+    segment input, is the first operand of the last Add, so that Add must write into t, not into X.
+    """
+    inits = {"W0": RNG.standard_normal((4, 4, 3, 3)).astype(np.float32),
+             "B0": RNG.standard_normal(4).astype(np.float32),
+             "W1": RNG.standard_normal((4, 4, 3, 3)).astype(np.float32)}
+    nodes = [_conv("X", "W0", "h", "conv0", "B0"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu0"),
+             _conv("r", "W1", "c", "conv1"),
+             helper.make_node("Add", ["c", "h"], ["s"], name="add"),
+             helper.make_node("Relu", ["s"], ["t"], name="relu1"),
+             helper.make_node("Add", ["X", "t"], ["Y"], name="add_x")]
+    return _model(nodes, [("X", [1, 4, 8, 8])], [("Y", [1, 4, 8, 8])], inits)
+
+
+@pytest.fixture(scope="module")
+def block() -> Graph:
+    return load(_residual_block())
+
+
+def test_inplace_residual_block_keeps_twice_read_values(tpu, block):
+    x = RNG.standard_normal((1, 4, 8, 8)).astype(np.float32)
+    x0 = x.copy()
+    want = _ort(block.model, {"X": x})["Y"]
+    exe = tpu.compile(block, block.nodes, ["X"], ["Y"])
+    # relu0 reads h, which the residual Add reads later: not in place; add writes into c, relu1 into s,
+    # add_x into t (X is the caller's).
+    assert _inplace_steps(exe) == {"add", "relu1", "add_x"}
+    got = exe({"X": x})["Y"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(x, x0)
+    # h has negative entries, so a Relu that clobbered it would change the residual sum.
+    conv0 = _model([block.node("conv0").proto], [("X", [1, 4, 8, 8])], [("h", [1, 4, 8, 8])],
+                   {k: block.values[k].const for k in ("W0", "B0")})
+    assert (_ort(conv0, {"X": x})["h"] < 0).any()
+
+
+def test_inplace_never_writes_into_feeds(tpu):
+    # Every node reads a segment input only: nothing may run in place, and the feeds stay as they were.
+    nodes = [helper.make_node("Relu", ["X"], ["Y"], name="relu"),
+             helper.make_node("Clip", ["C", "lo", "hi"], ["Z"], name="clip"),
+             helper.make_node("Add", ["A", "B"], ["S"], name="add")]
+    shape = [2, 3, 4]
+    model = _model(nodes, [("X", shape), ("C", shape), ("A", shape), ("B", shape)],
+                   [("Y", shape), ("Z", shape), ("S", shape)],
+                   {"lo": np.array(-0.5, np.float32), "hi": np.array(0.5, np.float32)})
+    g = load(model)
+    feeds = {k: RNG.standard_normal(shape).astype(np.float32) for k in ("X", "C", "A", "B")}
+    before = {k: v.copy() for k, v in feeds.items()}
+    want = _ort(model, feeds)
+    exe = tpu.compile(g, g.nodes, ["X", "C", "A", "B"], ["Y", "Z", "S"])
+    assert _inplace_steps(exe) == set()
+    got = exe(feeds)
+    for k in ("Y", "Z", "S"):
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-6)
+    for k, v in feeds.items():
+        np.testing.assert_array_equal(v, before[k])
+    assert not any(np.shares_memory(got[o], feeds[i]) for o in got for i in feeds)
+    # A read-only feed runs too (the kernels allocate when they may not write).
+    ro = {k: v.copy() for k, v in feeds.items()}
+    for v in ro.values():
+        v.flags.writeable = False
+    np.testing.assert_array_equal(exe(ro)["Y"], got["Y"])
+
+
+def test_inplace_keeps_segment_outputs(tpu):
+    # h = Conv(X) is a segment output and the last read of it is the Relu: the Relu must not write into it.
+    # Then r = Relu(h) is an output too, read last by the Add with a constant: not in place either.
+    nodes = [_conv("X", "W", "h", "conv", "B"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Add", ["r", "k"], ["Y"], name="add"),
+             helper.make_node("Clip", ["Y", "lo"], ["Z"], name="clip")]
+    model = _model(nodes, [("X", [1, 3, 6, 6])],
+                   [("h", [1, 4, 6, 6]), ("r", [1, 4, 6, 6]), ("Y", [1, 4, 6, 6]), ("Z", [1, 4, 6, 6])],
+                   {"W": RNG.standard_normal((4, 3, 3, 3)).astype(np.float32),
+                    "B": RNG.standard_normal(4).astype(np.float32),
+                    "k": np.full((1, 4, 6, 6), -0.25, np.float32), "lo": np.array(0.0, np.float32)})
+    g = load(model)
+    x = RNG.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    want = _ort(model, {"X": x})
+    assert (want["h"] < 0).any()  # so a Relu in place would change h
+    exe = tpu.compile(g, g.nodes, ["X"], ["h", "r", "Y"])  # the Clip reads Y, an output: not in place
+    assert _inplace_steps(exe) == set()
+    got = exe({"X": x})
+    for k in ("h", "r", "Y"):
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-5)
+    # Asking only for h and Z: the Add and the Clip now own their operands.
+    exe = tpu.compile(g, g.nodes, ["X"], ["h", "Z"])
+    assert _inplace_steps(exe) == {"add", "clip"}
+    got = exe({"X": x})
+    np.testing.assert_allclose(got["h"], want["h"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["Z"], want["Z"], rtol=1e-5, atol=1e-5)
+    assert not np.shares_memory(got["h"], got["Z"])
+
+
+def test_inplace_program_has_no_state_between_calls(tpu, block):
+    exe = tpu.compile(block, block.nodes, ["X"], ["Y"])
+    xs = [RNG.standard_normal((1, 4, 8, 8)).astype(np.float32) for _ in range(4)]
+    copies = [x.copy() for x in xs]
+    want = [_ort(block.model, {"X": x})["Y"] for x in xs]
+    first = [exe({"X": x})["Y"] for x in xs]
+    second = [exe({"X": x})["Y"] for x in xs]  # the same feed arrays again
+    for a, b, w in zip(first, second, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, w, rtol=1e-5, atol=1e-5)
+    # Four threads at once, each feed dict shared by several calls running together.
+    feeds = [{"X": x} for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(exe, feeds * 8))
+    for i, out in enumerate(got):
+        np.testing.assert_array_equal(out["Y"], first[i % 4])
+    assert len({id(out["Y"]) for out in got}) == len(got)  # every call returns its own array
+    for x, c in zip(xs, copies, strict=True):
+        np.testing.assert_array_equal(x, c)
+
+
+def test_inplace_clip_bounds_and_broadcast_bias(tpu):
+    # Conv -> c (1,4,5,5); Add(c, b (4,1,1)) -> a, a per-channel bias broadcast over H and W;
+    # Clip(a, -0.5, 0.75) -> k; Add(b2 (1,4,1,1), k) -> m, the bias first, so the Add writes into operand 1;
+    # Clip(m, min omitted, max 1.0) -> n; Add(n, a) -> Y reads a a second time, so the first Clip must not
+    # write into a.
+    nodes = [_conv("X", "W", "c", "conv"),
+             helper.make_node("Add", ["c", "b"], ["a"], name="bias"),
+             helper.make_node("Clip", ["a", "lo", "hi"], ["k"], name="clip"),
+             helper.make_node("Add", ["b2", "k"], ["m"], name="bias2"),
+             helper.make_node("Clip", ["m", "", "hi2"], ["n"], name="clip_max"),
+             helper.make_node("Add", ["n", "a"], ["Y"], name="residual")]
+    model = _model(nodes, [("X", [1, 2, 5, 5])], [("Y", [1, 4, 5, 5])],
+                   {"W": RNG.standard_normal((4, 2, 3, 3)).astype(np.float32),
+                    "b": RNG.standard_normal((4, 1, 1)).astype(np.float32),
+                    "b2": RNG.standard_normal((1, 4, 1, 1)).astype(np.float32),
+                    "lo": np.array(-0.5, np.float32), "hi": np.array(0.75, np.float32),
+                    "hi2": np.array(1.0, np.float32)})
+    g = load(model)
+    assert all(tpu.supports(n) for n in g.nodes)
+    exe = tpu.compile(g, g.nodes, ["X"], ["Y"])
+    # The clip reads a, which the residual reads later; the others own their operand (bias2: into k).
+    assert _inplace_steps(exe) == {"bias", "bias2", "clip_max", "residual"}
+    x = RNG.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    want = _ort(model, {"X": x})["Y"]
+    a = _ort(_model(nodes[:2], [("X", [1, 2, 5, 5])], [("a", [1, 4, 5, 5])],
+                    {k: g.values[k].const for k in ("W", "b")}), {"X": x})["a"]
+    assert ((a < -0.5) | (a > 0.75)).any()  # so clipping a in place would change the residual
+    np.testing.assert_allclose(exe({"X": x})["Y"], want, rtol=1e-5, atol=1e-5)
