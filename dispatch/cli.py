@@ -64,8 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--trace", metavar="PATH", help="write a Chrome trace-event timeline (Perfetto)")
     g.add_argument("--dot", metavar="PATH", help="write the placement graph as DOT (and .svg with Graphviz)")
     g.add_argument("--annotate", metavar="PATH", help="write the ONNX model with each node's placement")
-    g.add_argument("--ops", default="10",
-                   help="rows of the per-operator table: a number or 'all' (default 10; 0 hides it)")
+    g.add_argument("--ops", default="25",
+                   help="rows of the per-operator table: a number or 'all' (default 25; 0 hides it)")
     g.add_argument("--quiet", action="store_true", help="print only the headline")
     return p
 
@@ -107,10 +107,11 @@ def load_npz(path: str) -> dict[str, Any]:
         raise DispatchError(f"Inputs file '{path}' does not exist; give an .npz written by numpy.savez with "
                             "one array per model input.")
     try:
-        with np.load(p, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise DispatchError(f"'{path}' holds a single array, not an .npz archive; save the inputs "
-                                    "with numpy.savez(path, NAME=array, ...).")
+        z = np.load(p, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):  # an .npy: a single array, opened and read already
+            raise DispatchError(f"'{path}' holds a single array, not an .npz archive; save the inputs "
+                                "with numpy.savez(path, NAME=array, ...).")
+        with z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise DispatchError(f"'{path}' is not a readable .npz file ({type(e).__name__}: {e}); save the "
@@ -180,6 +181,8 @@ def _check_feeds(model: str, feeds: Mapping[str, Any]) -> None:
 def _check_writable(paths: Sequence[str | None]) -> None:
     """Fail before any work when an output file's folder does not exist."""
     for p in filter(None, paths):
+        if Path(p).is_dir():
+            raise DispatchError(f"Cannot write '{p}': it is a folder; give a file path.")
         parent = Path(p).parent
         if not parent.is_dir():
             raise DispatchError(f"Cannot write '{p}': the folder '{parent}' does not exist; create it or "
@@ -211,8 +214,13 @@ def run(argv: Sequence[str]) -> int:
         feeds = load_npz(args.inputs)
         with status(f"checking {args.inputs}"):
             _check_feeds(args.model, feeds)
-        shapes.update({k: tuple(v.shape) for k, v in feeds.items() if v.ndim > 0})
-    targets = make_targets(parse_targets(args.targets) if args.targets else DEFAULT_TARGETS, args.precision)
+        for k, v in feeds.items():
+            if v.ndim > 0 and shapes.setdefault(k, tuple(v.shape)) != tuple(v.shape):
+                raise DispatchError(f"--shape binds input '{k}' to {'x'.join(map(str, shapes[k]))}, but "
+                                    f"--inputs gives it shape {'x'.join(map(str, v.shape))}; drop one of "
+                                    "them.")
+    targets = make_targets(parse_targets(args.targets) if args.targets is not None else DEFAULT_TARGETS,
+                           args.precision)
     planner = _Planner(args.load_plan)
     console = _console()
     try:
@@ -249,7 +257,8 @@ def _finish(args: argparse.Namespace, ops: str | int, d: Any, problem: Any, feed
         if args.outputs:
             _save_npz(args.outputs, d.run(run_feeds))
         if args.repeat:
-            with status(f"measuring ({args.repeat} timed runs after 1 warm-up)"):
+            with status(f"measuring ({args.repeat} timed run{'s' if args.repeat != 1 else ''} after 1 "
+                        "warm-up)"):
                 measurement = d.measure(run_feeds, repeat=args.repeat, warmup=1)
     report = build_report(graph, plan, d.targets, measurement=measurement, validation=validation,
                           strategies=strategies,

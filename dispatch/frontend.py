@@ -52,6 +52,9 @@ def load_model_proto(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.
     """Read a model from a path (external data confined to its folder), a zoo name, or a ModelProto."""
     if isinstance(source, onnx.ModelProto):
         return source, None
+    if not isinstance(source, (str, os.PathLike)):
+        raise DispatchError(f"The model must be a .onnx path, a zoo model name or an onnx.ModelProto, not "
+                            f"{type(source).__name__}; pass one of those.")
     path = Path(source)
     if not path.exists():
         try:
@@ -212,6 +215,9 @@ def parse_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
         if not shape or any(d <= 0 for d in shape):
             raise DispatchError(f"Cannot read the shape binding '{item}'; write NAME=1x3x224x224 for an "
                                 "input or SYMBOL=8 for a symbolic dimension, with positive integers.")
+        if out.get(name, shape) != shape:
+            raise DispatchError(f"'{name}' is bound twice, to {'x'.join(map(str, out[name]))} and "
+                                f"{'x'.join(map(str, shape))}; give it one shape.")
         out[name] = shape
     return out
 

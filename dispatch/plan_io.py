@@ -63,6 +63,8 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _read(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
+    if p.is_dir():
+        raise DispatchError(f"Plan file '{p}' is a folder; give a file written by --save-plan.")
     if not p.is_file():
         raise DispatchError(f"Plan file '{p}' does not exist; give a file written by --save-plan.")
     try:

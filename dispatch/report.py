@@ -438,8 +438,9 @@ def _render_measured(console: Any, r: Mapping[str, Any], ops: str | int) -> None
     m, plain = r["measured"], _plain(console)
     if "segments" in m:
         segs = m["segments"]
-        tab = _table(console, f"Measured on this machine ({m['machine']}), median of {m['repeat']} runs "
-                              f"after {m['warmup']} warm-up, beside the prediction for the planned hardware",
+        tab = _table(console, f"Measured on this machine ({m['machine']}), median of "
+                              f"{_plural(m['repeat'], 'run')} after {_plural(m['warmup'], 'warm-up')}, "
+                              "beside the prediction for the planned hardware",
                      ("segment", "target", "ops", "predicted", "measured", "measured on"),
                      right=("ops", "predicted", "measured"))
         shown = _limit(len(segs), ops)

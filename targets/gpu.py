@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from dispatch.cost import OP_CLASSES, Cost, OpCost
 from dispatch.errors import DispatchError
@@ -126,7 +127,7 @@ def session_options(threads: int | None = None, profile_prefix: str | None = Non
     """The options every session of these targets uses (and calibration measures with): ORT_ENABLE_ALL."""
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3  # errors only
+    so.log_severity_level = 4  # fatal only: every error also raises, with the same message
     if threads:
         so.intra_op_num_threads = threads
     if profile_prefix is not None:
@@ -535,7 +536,12 @@ class OrtExecutable:
                 f"The segment needs the inputs {', '.join(missing)}, which were not fed; "
                 "pass them in the feeds."
             )
-        outs = self.session.run(self.output_names, {n: feeds[n] for n in self.input_names})
+        try:
+            outs = self.session.run(self.output_names, {n: feeds[n] for n in self.input_names})
+        except InvalidArgument as e:  # the feeds passed the shape/dtype check, so their values are at fault
+            why = str(e).split("Status Message: ")[-1]
+            raise DispatchError(f"onnxruntime rejected the input values ({why}); check the feeds, e.g. that "
+                                "indices are within range.") from None
         return dict(zip(self.output_names, outs, strict=False))
 
 

@@ -57,6 +57,7 @@ def test_missing_model_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     ("gpu", "Cannot read target 'gpu'"),
     ("gpu=h100-sxm,gpu=tpu-v4-like", "given twice"),
     ("asic=missing/spec.toml", "does not exist"),
+    ("", "No targets given"),  # regression: an empty --targets silently meant the default targets
 ])
 def test_bad_targets(capsys: pytest.CaptureFixture[str], model: Path, targets: str, message: str) -> None:
     assert message in _bad(capsys, [str(model), "--targets", targets])
@@ -111,6 +112,37 @@ def test_bad_inputs(capsys: pytest.CaptureFixture[str], model: Path, tmp_path: P
 ])
 def test_bad_options(capsys: pytest.CaptureFixture[str], model: Path, argv: list[str], message: str) -> None:
     assert message in _bad(capsys, [str(model), *argv])
+
+
+def test_npy_file_as_inputs_is_bad_input(capsys: pytest.CaptureFixture[str], model: Path,
+                                         tmp_path: Path) -> None:
+    # regression: np.load of an .npy returns an ndarray, which used to crash `with` (internal error, exit 1)
+    np.save(tmp_path / "x.npy", _x())
+    line = _bad(capsys, [str(model), "--inputs", str(tmp_path / "x.npy")])
+    assert "holds a single array, not an .npz archive" in line
+
+
+def test_out_of_range_token_ids_are_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # regression: onnxruntime's InvalidArgument from Gather (ids >= the vocabulary) was an internal error
+    np.savez(tmp_path / "ids.npz", input_ids=np.full((1, 16), 10**6, np.int64))
+    line = _bad(capsys, ["tiny_transformer", "--inputs", str(tmp_path / "ids.npz"), "--repeat", "0"])
+    assert "onnxruntime rejected the input values" in line and "idx=1000000" in line
+
+
+def test_shape_contradicting_inputs_is_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # regression: the --inputs shape silently replaced a different --shape for the same input
+    np.savez(tmp_path / "in4.npz", input=_x(shape=(4, 3, 32, 32)))
+    argv = ["tiny_cnn", "--inputs", str(tmp_path / "in4.npz"), "--repeat", "0", "--quiet"]
+    line = _bad(capsys, [*argv, "--shape", "input=2x3x32x32"])
+    assert "binds input 'input' to 2x3x32x32, but --inputs gives it shape 4x3x32x32" in line
+    assert main([*argv, "--shape", "input=4x3x32x32"]) == 0  # agreeing bindings are fine
+
+
+def test_folder_as_output_or_plan_fails_before_any_work(capsys: pytest.CaptureFixture[str], model: Path,
+                                                         tmp_path: Path) -> None:
+    # regression: --json DIR failed only after planning and running; --load-plan DIR said "does not exist"
+    assert "it is a folder" in _bad(capsys, [str(model), "--no-run", "--json", str(tmp_path)])
+    assert "is a folder" in _bad(capsys, [str(model), "--no-run", "--load-plan", str(tmp_path)])
 
 
 def test_load_plan_for_another_model(capsys: pytest.CaptureFixture[str], model: Path, tmp_path: Path) -> None:

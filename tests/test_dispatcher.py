@@ -244,6 +244,16 @@ def test_zoo_wrong_feeds():
             d.run({"input_ids": ids.astype(np.int32)})
         with pytest.raises(DispatchError, match=r"Input 'input_ids' is missing"):
             d.run({"ids": ids})
+        # regression: ids beyond the vocabulary (128) raised onnxruntime's InvalidArgument, not DispatchError
+        with pytest.raises(DispatchError, match=r"onnxruntime rejected the input values .*idx=128"):
+            d.run({"input_ids": np.full((1, 16), 128, np.int64)})
+        assert d.run({"input_ids": ids})["last_hidden_state"].shape == (1, 16, 32)  # still usable after it
+
+
+def test_model_of_a_wrong_type_is_dispatch_error():
+    # regression: Dispatcher(123) raised TypeError from pathlib
+    with pytest.raises(DispatchError, match="not int"):
+        Dispatcher(123, planner=CountingPlanner())
 
 
 def test_report_has_the_contract_sections_and_names_the_provider():

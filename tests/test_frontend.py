@@ -82,6 +82,14 @@ def test_directory(tmp_path: Path):
     assert str(tmp_path) in msg and "directory" in msg
 
 
+@pytest.mark.parametrize("source", [123, None, b"model.onnx"])
+def test_source_of_a_wrong_type(source: object):
+    # regression: an int or None reached pathlib and raised TypeError instead of DispatchError
+    with pytest.raises(DispatchError) as e:
+        load(source)  # type: ignore[arg-type]
+    assert f"not {type(source).__name__}" in one_sentence(e)
+
+
 def test_empty_file(tmp_path: Path):
     path = tmp_path / "empty.onnx"
     path.write_bytes(b"")
@@ -236,6 +244,14 @@ def test_bad_cli_shape_strings(item: str):
     with pytest.raises(DispatchError) as e:
         parse_shapes([item])
     assert item in one_sentence(e)
+
+
+def test_a_name_bound_twice_to_different_sizes():
+    # regression: '--shape batch=2 --shape batch=3' silently kept the last binding
+    with pytest.raises(DispatchError) as e:
+        parse_shapes(["batch=2", "batch=3"])
+    assert "'batch' is bound twice, to 2 and 3" in one_sentence(e)
+    assert parse_shapes(["batch=2", "batch=2"]) == {"batch": (2,)}  # repeating the same binding is fine
 
 
 def test_bindings_by_input_and_by_symbol():

@@ -236,6 +236,15 @@ def test_gpu_target_runs_here(tiny_cnn):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_rejected_input_values_are_dispatch_error():
+    # regression: Gather with an index past the table raised onnxruntime's InvalidArgument (an internal error)
+    g = load("tiny_transformer")
+    cpu = make_target("cpu", "host-cpu", profile=False)
+    exe = cpu.compile(g, g.nodes, ["input_ids"], ["last_hidden_state"])
+    with pytest.raises(DispatchError, match=r"onnxruntime rejected the input values .*idx=500"):
+        exe({"input_ids": np.full((1, 16), 500, np.int64)})
+
+
 _ORT_VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "ReorderInput", "ReorderOutput"}
 _ORT_NAMES = {"FusedConv": "Conv", "FusedGemm": "Gemm"}  # fused activations keep the kernel's name here
 

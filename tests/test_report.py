@@ -261,6 +261,13 @@ def test_terminal_report_plain_labels_every_figure(tiny: Any) -> None:
     assert any("CPUExecutionProvider" in line and "us" in line for line in rows)
 
 
+def test_measured_title_counts_runs_in_words(tiny: Any) -> None:
+    # regression: '--repeat 1' printed "median of 1 runs"; the fixture measures repeat=2, warmup=1
+    assert "median of 2 runs after 1 warm-up," in _render(tiny.report)
+    one = {**tiny.report, "measured": {**tiny.report["measured"], "repeat": 1, "warmup": 2}}
+    assert "median of 1 run after 2 warm-ups," in _render(one)
+
+
 def test_terminal_report_levels(tiny: Any) -> None:
     quiet = _render(tiny.report, quiet=True).strip().splitlines()
     assert quiet == [headline(tiny.report)]

@@ -125,3 +125,16 @@ def test_kind_mismatch(tmp_path):
         CpuTarget("cpu", load_spec("h100-sxm"))
     _one_sentence(str(e.value))
     assert "host-cpu" in str(e.value)
+
+
+@pytest.mark.parametrize("module", ["targets.base", "targets.gpu", "targets.asic.target", "dispatch.plan"])
+def test_each_module_imports_first_in_a_fresh_interpreter(module):
+    # regression: `import targets.base` as a program's first import failed with a circular ImportError
+    # (targets.base -> dispatch.cost -> dispatch/__init__ -> api -> plan -> problem -> targets.base)
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=root, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
