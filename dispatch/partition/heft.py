@@ -107,5 +107,6 @@ def _heft(problem: Problem) -> Assignment:
         starts[b].insert(pos, start)
         ends[b].insert(pos, eft)
         finish[v], where[v] = eft, b
+    makespan_us = max(finish, default=0.0) * 1e6
     return Assignment(np.array(where, np.int64),
-                      notes=(f"heft: node-level list schedule makespan {max(finish, default=0.0):.6g} s",))
+                      notes=(f"heft: node-level list schedule makespan {makespan_us:.1f} us",))
