@@ -94,6 +94,10 @@ class Dispatcher:
         self.rtol, self.atol = rtol, atol
         self.plan_cache_size = plan_cache_size
         self._plan_options = dict(plan_options or {})
+        if planner is None:  # a bad strategy or option fails before the model is loaded
+            from dispatch.partition import check_options
+
+            check_options(strategy, self._plan_options)
         self._planner = planner or _default_planner
         self._proto: onnx.ModelProto | None
         self._proto, self._path = load_model_proto(model)

@@ -206,8 +206,8 @@ def run(argv: Sequence[str]) -> int:
     from dispatch.partition import resolve_strategy
     from targets.base import DEFAULT_TARGETS, parse_targets
 
-    if not args.load_plan:
-        resolve_strategy(args.strategy)  # a bad name fails before any model is loaded
+    # a bad name fails before any model is loaded, with --load-plan too (argparse's choices check --objective)
+    resolve_strategy(args.strategy)
     shapes: dict[str, Any] = dict(parse_shapes(args.shape))
     feeds = None
     if args.inputs:

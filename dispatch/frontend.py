@@ -238,8 +238,9 @@ def _bind_dims(graph: onnx.GraphProto, shapes: Mapping[str, Sequence[int] | int]
     symbols = {d.dim_param for i in graph.input for d in i.type.tensor_type.shape.dim if d.dim_param}
     for key in shapes:
         if key not in inputs and key not in symbols:
-            raise DispatchError(f"--shape names '{key}', which is neither a model input nor a symbolic "
-                                f"dimension; inputs are {sorted(inputs)} and symbols {sorted(symbols)}.")
+            raise DispatchError(f"The shape binding names '{key}', which is neither a model input nor a "
+                                f"symbolic dimension; inputs are {sorted(inputs)} and symbols "
+                                f"{sorted(symbols)}.")
     by_symbol: dict[str, int] = {}
     for key, val in shapes.items():
         dims = _dims_of(key, val)
@@ -251,12 +252,13 @@ def _bind_dims(graph: onnx.GraphProto, shapes: Mapping[str, Sequence[int] | int]
                 continue
             tdims = ttype.shape.dim
             if len(tdims) != len(dims):
-                raise DispatchError(f"--shape gives input '{key}' {len(dims)} dimensions but the model "
-                                    f"declares {len(tdims)}; give one size per dimension.")
+                raise DispatchError(f"The shape binding for input '{key}' gives {len(dims)} dimensions but "
+                                    f"the model declares {len(tdims)}; give one size per dimension.")
             for d, size in zip(tdims, dims, strict=True):
                 if d.HasField("dim_value") and d.dim_value != size:
-                    raise DispatchError(f"--shape sets a dimension of input '{key}' to {size}, but the model "
-                                        f"fixes it at {d.dim_value}; bind only symbolic dimensions.")
+                    raise DispatchError(f"The shape binding for input '{key}' sets a dimension to {size}, "
+                                        f"but the model fixes it at {d.dim_value}; bind only symbolic "
+                                        "dimensions.")
                 if d.dim_param:
                     prev = by_symbol.setdefault(d.dim_param, size)
                     if prev != size:
@@ -327,8 +329,8 @@ def _infer(model: onnx.ModelProto, light: onnx.ModelProto | None = None) -> None
                                                      check_type=False, strict_mode=False, data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DispatchError(f"Shape inference failed ({first}); check the input shapes given with --shape.") \
-            from None
+        raise DispatchError(f"Shape inference failed ({first}); check the shape bindings (--shape or "
+                            "shapes=).") from None
     g = model.graph
     del g.value_info[:]
     g.value_info.extend(inferred.graph.value_info)

@@ -153,12 +153,20 @@ def strategies_section(strategies: Mapping[str, Mapping[str, Any]]) -> tuple[dic
                                                                                str | None]:
     """Each strategy's figures plus its speedup (latency) and energy ratio over the best single target.
 
-    The best single target is the `only:X` entry with the lowest objective value (latency when absent).
+    The best single target is the `only:X` entry with the lowest objective value (latency when absent);
+    ties go to fewer segments, then fewer transfer bytes, then the order the targets were given (not the
+    name: an only:X whose target runs nothing, so every node falls back, must not win a tie by its name).
     Returns (section, best single strategy name or None).
     """
     singles = {k: v for k, v in strategies.items() if k.startswith("only:") and "error" not in v}
-    best = min(singles, key=lambda k: (singles[k].get("objective", singles[k]["latency_s"]), k),
-               default=None)
+    order = {k: i for i, k in enumerate(singles)}
+
+    def rank(k: str) -> tuple[float, float, float, int]:
+        v = singles[k]
+        return (v.get("objective", v["latency_s"]), v.get("segments", 0), v.get("transfer_bytes", 0),
+                order[k])
+
+    best = min(singles, key=rank, default=None)
     out: dict[str, dict[str, Any]] = {}
     for name, v in strategies.items():
         row = {k: v[k] for k in _STRATEGY_KEYS if k in v}

@@ -72,6 +72,18 @@ def test_bad_strategy(capsys: pytest.CaptureFixture[str], model: Path, strategy:
     assert message in _bad(capsys, [str(model), "--strategy", strategy, "--no-run"])
 
 
+@pytest.mark.parametrize("flag, value, message", [
+    ("--strategy", "bogus", "Unknown strategy 'bogus'"),
+    ("--objective", "bogus", "invalid choice: 'bogus'"),
+])
+def test_bad_strategy_or_objective_with_load_plan(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                  flag: str, value: str, message: str) -> None:
+    # regression: --strategy bogus with --load-plan was silently accepted; it must fail before any work,
+    # so before the missing model and plan files are noticed
+    argv = [str(tmp_path / "none.onnx"), "--load-plan", str(tmp_path / "none.json"), flag, value, "--no-run"]
+    assert message in _bad(capsys, argv)
+
+
 @pytest.mark.parametrize("shape, message", [
     ("x=16xabc", "Cannot read the shape binding 'x=16xabc'"),
     ("x=0x4", "Cannot read the shape binding"),

@@ -250,6 +250,28 @@ def test_zoo_wrong_feeds():
         assert d.run({"input_ids": ids})["last_hidden_state"].shape == (1, 16, 32)  # still usable after it
 
 
+def test_unknown_plan_option_names_it_and_the_valid_ones():
+    # regression: Dispatcher(model, plan_options={"nosuch": 1}) was silently accepted
+    targets = {"a": FakeOrtTarget("a"), "b": FakeOrtTarget("b")}
+    with pytest.raises(DispatchError, match=r"Strategy 'optimal' has no option 'nosuch'; it takes "
+                                            r"time_limit_s, mip_rel_gap, method, relax_first, edp_steps\."):
+        Dispatcher(_diamond(), targets, plan_options={"nosuch": 1})
+    with pytest.raises(DispatchError, match=r"Strategy 'greedy' has no option 'time_limit_s'; it takes none"):
+        Dispatcher(_diamond(), targets, strategy="greedy", plan_options={"time_limit_s": 1})
+    with Dispatcher(_diamond(), targets, plan_options={"time_limit_s": 5.0}) as d:  # a real option is fine
+        assert d.plan.strategy == "optimal"
+
+
+def test_shape_binding_errors_read_right_from_the_api():
+    # regression: Dispatcher(shapes=...) said "--shape gives input ...", a flag the API caller never used
+    targets = {"a": FakeOrtTarget("a"), "b": FakeOrtTarget("b")}
+    with pytest.raises(DispatchError) as e:
+        Dispatcher(_diamond(), targets, planner=CountingPlanner(), shapes={"x": (2, 4, 1)})
+    assert str(e.value).startswith("The shape binding for input 'x' gives 3 dimensions but the model "
+                                   "declares 2")
+    assert "--shape" not in str(e.value)
+
+
 def test_model_of_a_wrong_type_is_dispatch_error():
     # regression: Dispatcher(123) raised TypeError from pathlib
     with pytest.raises(DispatchError, match="not int"):

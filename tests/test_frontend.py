@@ -237,6 +237,7 @@ def test_bad_shape_bindings(shapes: dict[str, object], names: list[str]):
     msg = one_sentence(e)
     for name in names:
         assert name in msg
+    assert "--shape" not in msg  # regression: load(shapes=...) named the CLI flag the caller never used
 
 
 @pytest.mark.parametrize("item", ["input=1xax8x8", "input", "=2", "batch=0", "batch=-1", "batch=", "x=1.5"])

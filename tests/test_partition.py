@@ -26,6 +26,7 @@ from dispatch.partition import (
     plan_problem,
     resolve_strategy,
     strategy_names,
+    strategy_options,
 )
 from dispatch.partition.optimal import solve_weighted
 from dispatch.plan import assignment_array, build_plan
@@ -350,6 +351,22 @@ def test_only_falls_back_to_the_next_target() -> None:
     assert set(plan(g, targets, "only:gpu").assignment.values()) == {"gpu"}
     with pytest.raises(DispatchError, match="Unknown target 'tpu'"):
         plan(g, targets, "only:tpu")
+
+
+def test_unknown_strategy_options_are_rejected_in_one_place() -> None:
+    # regression: unknown options were swallowed by the strategies' **_ and silently ignored
+    g, targets = _baseline_graph()
+    assert strategy_options("optimal") == ["time_limit_s", "mip_rel_gap", "method", "relax_first",
+                                           "edp_steps"]
+    assert strategy_options("only:gpu") == []  # the name fixes target; **_ is no option
+    p = build_problem(g, targets)
+    with pytest.raises(DispatchError, match=r"'optimal' has no option 'nosuch'; it takes time_limit_s, "):
+        plan_problem(p, "optimal", nosuch=1)
+    with pytest.raises(DispatchError, match=r"Strategy 'only:gpu' has no option 'target'; it takes none"):
+        plan(g, targets, "only:gpu", target="asic")
+    with pytest.raises(DispatchError, match=r"'heft' has no option 'time_limit_s'"):
+        plan(g, targets, "heft", time_limit_s=1.0)
+    assert plan_problem(p, "optimal", time_limit_s=5.0).assignment == plan(g, targets).assignment
 
 
 def test_heft_overlaps_independent_branches() -> None:

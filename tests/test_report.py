@@ -236,6 +236,21 @@ def test_strategies_section_marks_errors_and_best_single() -> None:
     assert "speedup_over_best_single" not in section["only:b"]
 
 
+def test_best_single_ties_break_by_segments_bytes_then_given_order() -> None:
+    # regression: a tie on the objective went to the alphabetically first name, so an Identity-only model
+    # (the ASIC runs nothing, every node falls back to the GPU) was reported "vs only:asic"
+    def row(segments: int, nbytes: int) -> dict[str, float]:
+        return {"latency_s": 1.0, "makespan_s": 1.0, "energy_j": 1.0, "objective": 1.0,
+                "segments": segments, "transfer_bytes": nbytes}
+
+    assert strategies_section({"only:gpu": row(1, 0), "only:asic": row(1, 0)})[1] == "only:gpu"  # given order
+    assert strategies_section({"only:asic": row(1, 0), "only:gpu": row(1, 0)})[1] == "only:asic"
+    assert strategies_section({"only:asic": row(3, 0), "only:gpu": row(1, 0)})[1] == "only:gpu"  # segments
+    assert strategies_section({"only:asic": row(2, 64), "only:gpu": row(2, 8)})[1] == "only:gpu"  # bytes
+    lower = {**row(3, 64), "objective": 0.5}
+    assert strategies_section({"only:gpu": row(1, 0), "only:asic": lower})[1] == "only:asic"  # objective
+
+
 # -- terminal ----------------------------------------------------------------------------------------------
 def _render(report: dict, **kwargs: Any) -> str:
     from rich.console import Console

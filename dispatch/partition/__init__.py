@@ -9,6 +9,7 @@ Strategies live in STRATEGIES, name -> fn(problem, **options) -> Assignment; add
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -25,7 +26,8 @@ from dispatch.problem import OBJECTIVES, Assignment, Problem
 from targets.base import Target, make_target
 
 __all__ = ["plan", "plan_problem", "build_problem", "STRATEGIES", "register_strategy", "resolve_strategy",
-           "strategy_names", "compare_strategies", "Problem", "Assignment", "OBJECTIVES"]
+           "strategy_options", "check_options", "strategy_names", "compare_strategies", "Problem",
+           "Assignment", "OBJECTIVES"]
 
 Strategy = Callable[..., Assignment]
 
@@ -58,6 +60,25 @@ def resolve_strategy(name: str) -> tuple[Strategy, dict[str, Any]]:
     return fn, ({"target": arg} if sep else {})
 
 
+def strategy_options(name: str) -> list[str]:
+    """The options a strategy takes: its function's named keyword parameters after `problem`, less those its
+    name fixes (only:gpu fixes target). A catch-all **kwargs is not an option."""
+    fn, fixed = resolve_strategy(name)
+    params = list(inspect.signature(fn).parameters.values())[1:]
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in kinds and p.name not in fixed]
+
+
+def check_options(name: str, options: Mapping[str, Any]) -> None:
+    """DispatchError when `options` holds a name that strategy `name` does not take."""
+    valid = strategy_options(name)
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        takes = f"it takes {', '.join(valid)}" if valid else "it takes none"
+        raise DispatchError(f"Strategy '{name}' has no option {', '.join(repr(k) for k in unknown)}; "
+                            f"{takes}.")
+
+
 def strategy_names(problem: Problem) -> list[str]:
     """Every strategy for this problem: the registry, with only:TARGET for each target."""
     names = [n for n in STRATEGIES if n != "only"]
@@ -75,7 +96,8 @@ def build_problem(graph: Graph, targets: Mapping[str, Target | str], objective: 
 
 
 def plan_problem(problem: Problem, strategy: str = "optimal", **options: Any) -> Plan:
-    """Run one strategy on a built problem and turn its assignment into a Plan."""
+    """Run one strategy on a built problem and turn its assignment into a Plan (unknown options: an error)."""
+    check_options(strategy, options)
     fn, fixed = resolve_strategy(strategy)
     return build_plan(problem, fn(problem, **fixed, **options), strategy)
 
@@ -86,7 +108,7 @@ def plan(graph: Graph, targets: Mapping[str, Target | str], strategy: str = "opt
 
     options go to the strategy, e.g. time_limit_s and mip_rel_gap for "optimal".
     """
-    resolve_strategy(strategy)  # fail on a bad name before asking every target about every node
+    check_options(strategy, options)  # a bad name or option fails before any target is asked about a node
     return plan_problem(build_problem(graph, targets, objective, opcosts=opcosts), strategy, **options)
 
 
