@@ -19,6 +19,7 @@ from typing import Any
 
 from dispatch.errors import DispatchError
 from dispatch.ir import Graph
+from dispatch.report import _bytes, _sec
 
 __all__ = ["PALETTE", "dot_source", "write_dot"]
 
@@ -32,20 +33,6 @@ def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _size(n: int) -> str:
-    for scale, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-        if n >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n} B"
-
-
-def _time(s: float) -> str:
-    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us")):
-        if s >= scale:
-            return f"{s / scale:.3g} {unit}"
-    return f"{s / 1e-9:.3g} ns"
-
-
 def dot_source(graph: Graph, plan: Any, *, targets: Mapping[str, Any] | None = None) -> str:
     """The DOT text of `graph` placed by `plan`; `targets` (optional) names presets in the legend."""
     order = list(dict.fromkeys(s.target for s in plan.segments))
@@ -53,7 +40,7 @@ def dot_source(graph: Graph, plan: Any, *, targets: Mapping[str, Any] | None = N
     moved = {(t.tensor, t.dst) for t in plan.transfers}
     to_host = {t.tensor for t in plan.transfers if t.dst_segment < 0}  # graph outputs leaving a target
     where = plan.assignment
-    title = f"{graph.name}: {plan.strategy} plan, predicted {_time(plan.predicted.latency_s)}"
+    title = f"{graph.name}: {plan.strategy} plan, predicted {_sec(plan.predicted.latency_s)}"
     lines = [f"digraph {_q(graph.name)} {{",
              "  rankdir=TB;",
              '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
@@ -67,7 +54,7 @@ def dot_source(graph: Graph, plan: Any, *, targets: Mapping[str, Any] | None = N
         lines.append(f"    {_q('legend:' + t)} [label={_q(t + preset)}, fillcolor={_q(colour[t])}];")
     lines.append("  }")
     for seg in plan.segments:
-        label = f"segment {seg.id}: {seg.target}, {len(seg.nodes)} ops, {_time(seg.cost.latency_s)} predicted"
+        label = f"segment {seg.id}: {seg.target}, {len(seg.nodes)} ops, {_sec(seg.cost.latency_s)} predicted"
         lines.append(f"  subgraph cluster_{seg.id} {{")
         lines.append(f'    label={_q(label)}; style="rounded"; color={_q(colour[seg.target])}; penwidth=2;')
         for name in seg.nodes:
@@ -84,7 +71,7 @@ def dot_source(graph: Graph, plan: Any, *, targets: Mapping[str, Any] | None = N
 
     def edge(src: str, dst: str, tensor: Any, dst_target: str | None) -> str:
         if (tensor.name, dst_target) in moved if dst_target is not None else tensor.name in to_host:
-            label = f"{tensor.name}\n{_size(tensor.nbytes)}"
+            label = f"{tensor.name}\n{_bytes(tensor.nbytes)}"
             return (f"  {_q(src)} -> {_q(dst)} [style=bold, penwidth=3, color=\"#d62728\", "
                     f"label={_q(label)}];")
         return f"  {_q(src)} -> {_q(dst)};"

@@ -32,6 +32,15 @@ class CountingPlanner:
         return plan_from_assignment(graph, {n.name: "ab"[n.index % 2] for n in graph.nodes})
 
 
+
+def _in_threads(work, n: int) -> None:
+    """Run work(0) ... work(n - 1) on n threads at once and wait for all of them."""
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
 def _fake(**kwargs) -> tuple[Dispatcher, CountingPlanner, dict[str, FakeOrtTarget]]:
     planner = CountingPlanner()
     targets = {"a": FakeOrtTarget("a"), "b": FakeOrtTarget("b")}
@@ -78,11 +87,7 @@ def test_concurrent_first_runs_of_a_new_shape_plan_it_once():
         barrier.wait()
         outs[i] = d.run({"x": _x(7)})["y"]
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _in_threads(work, 8)
     assert planner.calls == 2  # the default, then batch 7 once for all eight threads
     assert all(np.array_equal(o, outs[0]) for o in outs)
 
@@ -99,11 +104,7 @@ def test_threads_with_mixed_shapes_agree_with_serial_runs():
             if not np.array_equal(d.run(feeds[i])["y"], serial[i]):
                 bad.append(i)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _in_threads(work, 8)
     assert bad == []
 
 
@@ -215,11 +216,7 @@ def test_eight_threads_times_hundred_runs_match_serial(name, strategy):
                 if any(not np.array_equal(out[k], serial[i][k]) for k in serial[i]):
                     bad.append(f"thread {i}")
 
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _in_threads(work, 8)
         assert bad == []
 
 
