@@ -18,6 +18,9 @@ and the plan's predicted `dispatch.predicted_latency_s`, `dispatch.predicted_mak
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from typing import Any
 import onnx
 
 from dispatch.errors import DispatchError
+from dispatch.fileio import write_bytes
 from dispatch.ir import Graph
 
 __all__ = ["PREFIX", "annotate_model", "write_annotated", "placement_of"]
@@ -103,12 +107,22 @@ def write_annotated(path: str | Path, graph: Graph, plan: Any, targets: Mapping[
     """Write the annotated model to `path` (weights in a side file PATH.data when over 2 GB)."""
     p = Path(path)
     model = annotate_model(graph, plan, targets, node_costs=node_costs)
+    if model.ByteSize() <= _TWO_GB:
+        write_bytes(p, model.SerializeToString(), "the annotated model")
+        return p
+    # over protobuf's 2 GB: weights go to PATH.data; both files are written in a scratch folder beside the
+    # target and renamed into place (data first), so a failure leaves the earlier pair as it was
+    scratch = None
     try:
-        if model.ByteSize() > _TWO_GB:
-            onnx.save(model, str(p), save_as_external_data=True, location=p.name + ".data")
-        else:
-            onnx.save(model, str(p))
+        scratch = Path(tempfile.mkdtemp(dir=p.parent, prefix=f".{p.name}."))
+        onnx.save(model, str(scratch / p.name), save_as_external_data=True, location=p.name + ".data")
+        os.replace(scratch / (p.name + ".data"), p.parent / (p.name + ".data"))
+        os.replace(scratch / p.name, p)
     except OSError as e:
-        raise DispatchError(f"Cannot write the annotated model to '{path}' ({e.strerror}); choose a writable "
-                            "path.") from None
+        raise DispatchError(f"Cannot write the annotated model to {str(path)!r} ({e.strerror}); the "
+                            "earlier file, if any, is unchanged: choose a writable path or free some "
+                            "space.") from None
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     return p

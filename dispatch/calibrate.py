@@ -49,6 +49,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from dispatch.errors import DispatchError
+from dispatch.fileio import write_text
 
 __all__ = [
     "ClassFit",
@@ -156,12 +157,7 @@ class Profile:
     def save(self, path: str | os.PathLike[str]) -> Profile:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.to_json(), f, indent=1)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a profile is meant to be shared
-        os.replace(tmp, p)
+        write_text(p, json.dumps(self.to_json(), indent=1) + "\n", "the profile")
         return replace(self, path=str(p))
 
     def describe(self) -> str:

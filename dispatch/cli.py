@@ -121,11 +121,10 @@ def load_npz(path: str) -> dict[str, Any]:
 def _save_npz(path: str, arrays: Mapping[str, Any]) -> None:
     import numpy as np
 
-    try:
-        with open(path, "wb") as f:  # a file object: numpy does not append '.npz' to the name
-            np.savez(f, **dict(arrays))
-    except OSError as e:
-        raise DispatchError(f"Cannot write '{path}' ({e.strerror}); choose a writable path.") from None
+    from dispatch.fileio import atomic_output
+
+    with atomic_output(path, "the outputs") as f:  # a file object: numpy does not append '.npz' to the name
+        np.savez(f, **dict(arrays))
 
 
 def make_targets(spec: Mapping[str, str], precision: str | None = None) -> dict[str, Any]:
@@ -178,15 +177,37 @@ def _check_feeds(model: str, feeds: Mapping[str, Any]) -> None:
         raise DispatchError(f"--inputs: {e}") from None
 
 
-def _check_writable(paths: Sequence[str | None]) -> None:
-    """Fail before any work when an output file's folder does not exist."""
-    for p in filter(None, paths):
+def _check_writable(outputs: Mapping[str, str | None], inputs: Sequence[str | None] = ()) -> None:
+    """Fail before any work when an output file's folder does not exist, or when an output would overwrite
+    a file this run reads (the model, --inputs, --load-plan, a spec file) or another output."""
+    from dispatch.fileio import same_file
+
+    seen: dict[str, str] = {}
+    for flag, p in outputs.items():
+        if not p:
+            continue
         if Path(p).is_dir():
-            raise DispatchError(f"Cannot write '{p}': it is a folder; give a file path.")
+            raise DispatchError(f"Cannot write {p!r}: it is a folder; give a file path.")
         parent = Path(p).parent
         if not parent.is_dir():
-            raise DispatchError(f"Cannot write '{p}': the folder '{parent}' does not exist; create it or "
-                                "choose another path.")
+            raise DispatchError(f"Cannot write {p!r}: the folder {str(parent)!r} does not exist; create it "
+                                "or choose another path.")
+        for src in filter(None, inputs):
+            if Path(src).exists() and same_file(p, src):
+                raise DispatchError(f"{flag} {p!r} would overwrite {src!r}, which this run reads; choose "
+                                    "another output path.")
+        for other_flag, other in seen.items():
+            if same_file(p, other):
+                raise DispatchError(f"{flag} and {other_flag} both write {p!r}; give them different paths.")
+        seen[flag] = p
+
+
+def _spec_paths(targets: str | None) -> list[str]:
+    """The spec files named in --targets (NAME=path.toml), as given; presets are not paths."""
+    if not targets:
+        return []
+    return [v for item in targets.split(",") if "=" in item
+            for v in [item.split("=", 1)[1].strip()] if v.endswith(".toml")]
 
 
 # -- the command ----------------------------------------------------------------------------------------
@@ -200,7 +221,9 @@ def run(argv: Sequence[str]) -> int:
     if args.no_run and (args.inputs or args.outputs):
         raise DispatchError("--no-run executes nothing, so --inputs/--outputs have no effect; drop one of "
                             "them.")
-    _check_writable([args.json, args.trace, args.dot, args.annotate, args.save_plan, args.outputs])
+    _check_writable({"--json": args.json, "--trace": args.trace, "--dot": args.dot,
+                     "--annotate": args.annotate, "--save-plan": args.save_plan, "--outputs": args.outputs},
+                    [args.model, args.inputs, args.load_plan, *_spec_paths(args.targets)])
     from dispatch.api import Dispatcher
     from dispatch.frontend import parse_shapes
     from dispatch.partition import resolve_strategy

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dispatch.errors import DispatchError
+from dispatch.fileio import write_text
 from dispatch.ir import Graph
 from dispatch.report import _bytes, _sec
 
@@ -96,11 +96,7 @@ def write_dot(path: str | Path, graph: Graph, plan: Any, *, targets: Mapping[str
     Returns the files written. A failing `dot` leaves the DOT file and raises nothing (the SVG is extra).
     """
     p = Path(path)
-    try:
-        p.write_text(dot_source(graph, plan, targets=targets))
-    except OSError as e:
-        raise DispatchError(f"Cannot write the graph to '{path}' ({e.strerror}); choose a writable path.") \
-            from None
+    write_text(p, dot_source(graph, plan, targets=targets), "the graph")
     written = [p]
     exe = shutil.which("dot") if svg else None
     if exe:

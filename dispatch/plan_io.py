@@ -18,6 +18,7 @@ import numpy as np
 
 from dispatch.cost import OpCost
 from dispatch.errors import DispatchError
+from dispatch.fileio import write_text
 from dispatch.ir import Graph
 from dispatch.plan import Plan, build_plan
 from dispatch.problem import Assignment, Problem
@@ -45,11 +46,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
 
 def save_plan(plan: Plan, path: str | os.PathLike) -> None:
     """Write the plan's placement (and, for reading, its segments and figures) as JSON."""
-    try:
-        Path(path).write_text(json.dumps(plan_to_dict(plan), indent=1) + "\n")
-    except OSError as e:
-        raise DispatchError(f"Cannot write the plan to '{path}' ({e.strerror}); choose a writable "
-                            "path.") from None
+    write_text(path, json.dumps(plan_to_dict(plan), indent=1) + "\n", "the plan")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

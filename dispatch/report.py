@@ -253,12 +253,9 @@ def to_json(report: Mapping[str, Any]) -> str:
 
 
 def write_json(path: str | Path, report: Mapping[str, Any]) -> None:
-    from dispatch.errors import DispatchError
+    from dispatch.fileio import write_text
 
-    try:
-        Path(path).write_text(to_json(report))
-    except OSError as e:
-        raise DispatchError(f"Cannot write '{path}' ({e.strerror}); choose a writable path.") from None
+    write_text(path, to_json(report), "the report")
 
 
 # -- terminal -----------------------------------------------------------------------------------------

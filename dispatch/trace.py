@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dispatch.errors import DispatchError
+from dispatch.fileio import write_text
 
 __all__ = ["PREDICTED_PID", "MEASURED_PID", "trace_events", "write_trace"]
 
@@ -165,9 +165,5 @@ def write_trace(path: str | Path, plan: Any, measurement: Any | None = None, *, 
     from dispatch.report import to_json
 
     p = Path(path)
-    try:
-        p.write_text(to_json(trace_events(plan, measurement, model=model, targets=targets)))
-    except OSError as e:
-        raise DispatchError(f"Cannot write the trace to '{path}' ({e.strerror}); choose a writable path.") \
-            from None
+    write_text(p, to_json(trace_events(plan, measurement, model=model, targets=targets)), "the trace")
     return p
