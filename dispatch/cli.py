@@ -213,7 +213,7 @@ def _spec_paths(targets: str | None) -> list[str]:
 # -- the command ----------------------------------------------------------------------------------------
 def run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
-    if args.ops != "all" and not args.ops.isdigit():
+    if args.ops != "all" and not (args.ops.isascii() and args.ops.isdigit()):  # '²'.isdigit() is True
         raise DispatchError(f"--ops takes a number or 'all', not '{args.ops}'.")
     ops: str | int = args.ops if args.ops == "all" else int(args.ops)
     if args.repeat < 0:

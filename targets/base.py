@@ -155,11 +155,11 @@ def load_spec(preset_or_path: str | Path) -> TargetSpec:
         if not p.is_file():
             raise DispatchError(f"Spec file '{p}' does not exist; give a TOML file or a preset name "
                                 f"({', '.join(list_presets())}).")
-    else:
-        p = SPEC_DIR / f"{preset_or_path}.toml"
-        if not p.is_file():
-            raise DispatchError(f"Unknown target preset '{preset_or_path}'; choose one of "
+    else:  # a preset is a name from list_presets(), never a path (no '../' out of targets/specs)
+        if str(preset_or_path) not in list_presets():
+            raise DispatchError(f"Unknown target preset {str(preset_or_path)!r}; choose one of "
                                 f"{', '.join(list_presets())}, or give a .toml spec file.")
+        p = SPEC_DIR / f"{preset_or_path}.toml"
     try:
         data = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

@@ -54,6 +54,8 @@ def test_missing_model_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
 
 @pytest.mark.parametrize("targets, message", [
     ("gpu=no-such-preset", "Unknown target preset 'no-such-preset'"),
+    ("gpu=../specs/h100-sxm", "Unknown target preset '../specs/h100-sxm'"),  # a preset is a name, not a path
+    ("gpu=../../README", "Unknown target preset '../../README'"),
     ("gpu", "Cannot read target 'gpu'"),
     ("gpu=h100-sxm,gpu=tpu-v4-like", "given twice"),
     ("asic=missing/spec.toml", "does not exist"),
@@ -112,6 +114,7 @@ def test_bad_inputs(capsys: pytest.CaptureFixture[str], model: Path, tmp_path: P
 
 @pytest.mark.parametrize("argv, message", [
     (["--ops", "many"], "--ops takes a number or 'all'"),
+    (["--ops", "\u00b2"], "--ops takes a number or 'all'"),  # regression: '²'.isdigit() is True, int() fails
     (["--repeat", "-1"], "--repeat takes a count of 0 or more"),
     (["--repeat", "three"], "invalid int value"),
     (["--objective", "speed"], "invalid choice: 'speed'"),
