@@ -87,9 +87,9 @@ class Dispatcher:
                  plan_options: Mapping[str, Any] | None = None, planner: Planner | None = None) -> None:
         if not isinstance(plan_cache_size, int) or plan_cache_size < 1:
             raise DispatchError(f"plan_cache_size must be a positive integer, not {plan_cache_size!r}.")
-        if rtol < 0 or atol < 0:
-            raise DispatchError(f"Tolerances must be non-negative, got rtol={rtol} and atol={atol}; "
-                                "fix them.")
+        for label, tol in (("rtol", rtol), ("atol", atol)):
+            if isinstance(tol, bool) or not isinstance(tol, int | float) or not np.isfinite(tol) or tol < 0:
+                raise DispatchError(f"{label} must be a finite non-negative number, not {tol!r}; fix it.")
         self.strategy, self.objective = strategy, objective
         self.rtol, self.atol = rtol, atol
         self.plan_cache_size = plan_cache_size
@@ -130,6 +130,12 @@ class Dispatcher:
                                 "{'gpu': 'h100-sxm', 'asic': 'tpu-v4-like'}.")
         out: dict[str, Target] = {}
         for name, t in spec.items():
+            if not isinstance(name, str) or not name:
+                raise DispatchError(f"Target names must be non-empty strings, not {name!r}; e.g. "
+                                    "{'gpu': 'h100-sxm'}.")
+            if not isinstance(t, str | os.PathLike | Target):
+                raise DispatchError(f"Target {name!r} must be a preset name, a spec file path or a Target, "
+                                    f"not {type(t).__name__} {t!r}.")
             if isinstance(t, Target):
                 out[name] = t
             else:
@@ -172,7 +178,12 @@ class Dispatcher:
                     return entry
             bind = {s.name: shape for s, shape in zip(self._checker.specs, sig, strict=True)
                     if s.dims is not None and any(not isinstance(d, int) for d in s.dims)}
-            entry = self._build(sig, self._load(bind))
+            try:
+                entry = self._build(sig, self._load(bind))
+            except BaseException:
+                with self._lock:  # a failed build caches nothing; leave no lock behind for its signature
+                    self._building.pop(sig, None)
+                raise
             with self._lock:
                 self._cache[sig] = entry
                 self._building.pop(sig, None)

@@ -165,6 +165,37 @@ def test_bad_targets_argument():
         Dispatcher(_diamond(), {}, planner=CountingPlanner())
     with pytest.raises(DispatchError, match="Unknown target preset 'no-such-chip'"):
         Dispatcher(_diamond(), {"a": "no-such-chip"}, planner=CountingPlanner())
+    with pytest.raises(DispatchError, match="Target 'gpu' must be a preset name.*not int 42"):
+        Dispatcher(_diamond(), {"gpu": 42}, planner=CountingPlanner())
+    with pytest.raises(DispatchError, match="Target names must be non-empty strings"):
+        Dispatcher(_diamond(), {7: "h100-sxm"}, planner=CountingPlanner())
+
+
+@pytest.mark.parametrize("tol", ["0.1", float("nan"), float("inf"), -1.0, True, None])
+def test_bad_tolerances_are_refused_where_they_enter(tol):
+    # regression: rtol="0.1" raised TypeError, rtol=nan was accepted and failed every later validation
+    for kw in ({"rtol": tol}, {"atol": tol}):
+        with pytest.raises(DispatchError, match="must be a finite non-negative number"):
+            Dispatcher(_diamond(), {"a": FakeOrtTarget("a"), "b": FakeOrtTarget("b")},
+                       planner=CountingPlanner(), **kw)
+
+
+def test_failed_builds_for_new_shapes_leave_no_lock_behind():
+    # regression: every distinct failing shape left a per-signature lock, growing memory without bound
+    class FailingForBatch4(CountingPlanner):
+        def __call__(self, graph, targets, **kw):
+            if graph.values["x"].shape[0] == 4:
+                raise DispatchError("no plan for batch 4")
+            return super().__call__(graph, targets, **kw)
+
+    d = Dispatcher(_diamond(), {"a": FakeOrtTarget("a"), "b": FakeOrtTarget("b")}, planner=FailingForBatch4(),
+                   shapes={"batch": 3})
+    for _ in range(3):
+        with pytest.raises(DispatchError, match="no plan for batch 4"):
+            d.run({"x": _x(4)})
+    assert d._building == {}
+    assert d.run({"x": _x(5)})["y"].shape[0] == 5  # other shapes still build
+    assert d._building == {}
 
 
 # -- zoo models, real targets and partitioner ----------------------------------------------------------------
