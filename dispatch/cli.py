@@ -311,6 +311,11 @@ def _finish(args: argparse.Namespace, ops: str | int, d: Any, problem: Any, feed
     return 0
 
 
+def _one_line(message: str) -> str:
+    """Control characters (a newline in a path the user gave) escaped, so an error stays one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -320,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return main_calibrate(argv[1:])
         return run(argv)
     except DispatchError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -330,6 +335,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # an internal error: one line, exit 1; DISPATCH_DEBUG=1 shows the traceback
         if os.environ.get("DISPATCH_DEBUG"):
             raise
-        print(f"internal error: {type(e).__name__}: {e} (set DISPATCH_DEBUG=1 for the traceback; "
-              "please report it)", file=sys.stderr)
+        print(f"internal error: {type(e).__name__}: {_one_line(str(e))} (set DISPATCH_DEBUG=1 for the "
+              "traceback; please report it)", file=sys.stderr)
         return 1

@@ -69,6 +69,9 @@ def _read(path: str | os.PathLike) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DispatchError(f"Plan file '{p}' is not valid JSON ({e}); fix it or save the plan "
                             "again.") from None
+    except RecursionError:  # json nests one Python frame per level: a 100,000-deep file ends here
+        raise DispatchError(f"Plan file '{p}' nests too deeply to be a plan (a plan is two levels deep); "
+                            "give a file written by --save-plan.") from None
     except DispatchError as e:
         raise DispatchError(f"Plan file '{p}': {e}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:

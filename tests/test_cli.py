@@ -310,3 +310,17 @@ def test_internal_error_is_one_line_exit_1(capsys: pytest.CaptureFixture[str], m
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["internal error: RuntimeError: renderer exploded (set DISPATCH_DEBUG=1 for the traceback; "
                    "please report it)"]
+
+
+def test_deeply_nested_plan_file_is_bad_input(capsys: pytest.CaptureFixture[str], model: Path,
+                                              tmp_path: Path) -> None:
+    # regression: a 100,000-deep JSON plan raised RecursionError (exit 1)
+    plan = tmp_path / "deep.json"
+    plan.write_text("[" * 100_000 + "]" * 100_000)
+    assert "nests too deeply" in _bad(capsys, [str(model), "--no-run", "--load-plan", str(plan)])
+
+
+def test_newline_in_a_path_keeps_the_error_on_one_line(capsys: pytest.CaptureFixture[str],
+                                                       tmp_path: Path) -> None:
+    line = _bad(capsys, [str(tmp_path / "two\nlines.onnx")])  # _bad asserts exactly one stderr line
+    assert "two\\nlines.onnx" in line
