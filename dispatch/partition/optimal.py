@@ -33,6 +33,8 @@ def solve_weighted(problem: Problem, w_lat: float, w_en: float, *, time_limit_s:
     p = problem
     if method not in ("auto", "cut", "milp"):
         raise DispatchError(f"Unknown optimal method '{method}'; use auto, cut or milp.")
+    if p.num_nodes == 0:  # everything folded to constants: nothing to place (and an empty LP is an error)
+        return Assignment(np.zeros(0, np.int64), optimal=True, notes=("no nodes to place",))
     if p.num_targets == 1:
         a = np.zeros(p.num_nodes, np.int64)
         bad = p.capacity_violations(a)
