@@ -16,13 +16,10 @@ from onnx import helper, numpy_helper
 
 from dispatch.errors import DispatchError
 from dispatch.ir import Graph, gc_paused
+from dispatch.opset import KNOWN_DOMAINS, MAX_OPSET, MIN_OPSET, check_opset
 
 __all__ = ["load", "load_model_proto", "MIN_OPSET", "MAX_OPSET", "KNOWN_DOMAINS", "parse_shapes"]
 
-MIN_OPSET = 7
-MAX_OPSET = onnx.defs.onnx_opset_version()
-# Domains whose operators onnx or onnxruntime define; anything else has no implementation to run.
-KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 # Operators never folded: their value is not a function of their inputs, or they hold subgraphs.
 # DequantizeLinear is kept so that quantized weights stay quantized (QDQ models; onnxruntime's ConstantFolding
 # has the same skip_dequantize_linear rule).
@@ -105,25 +102,6 @@ def _load_external_data(model: onnx.ModelProto, base: Path) -> None:
 
 
 # -- structure checks -----------------------------------------------------------------------------------
-def _check_opset(model: onnx.ModelProto) -> int:
-    opset = 0
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            opset = imp.version
-    if not opset:
-        raise DispatchError("The model imports no default ONNX opset; re-export it with an opset "
-                            f"between {MIN_OPSET} and {MAX_OPSET}.")
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise DispatchError(f"The model uses opset {opset}, but only opsets {MIN_OPSET} to {MAX_OPSET} are "
-                            "supported; convert it with onnx.version_converter.")
-    for n in model.graph.node:
-        if n.domain not in KNOWN_DOMAINS:
-            raise DispatchError(f"Node '{n.name or n.op_type}' uses operator '{n.op_type}' of unknown domain "
-                                f"'{n.domain}'; only the domains {sorted(KNOWN_DOMAINS)} can be run, so "
-                                "replace the custom operator before dispatching.")
-    return opset
-
-
 def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
     """Outer-scope names read inside the node's subgraphs (If/Loop/Scan bodies): hidden dependencies."""
     reads: set[str] = set()
@@ -407,6 +385,13 @@ def _evaluate(nodes: list[onnx.NodeProto], feeds: dict[str, np.ndarray], opset: 
     return out
 
 
+def _same_shape(value: np.ndarray, vi: onnx.ValueInfoProto | None) -> bool:
+    """False when shape inference gave the value a static shape that the computed array does not have (a
+    scalar the evaluator returned as 1-D, say): folding it would change a rank, so the node is kept."""
+    dims = _static_dims(vi)
+    return dims is None or tuple(value.shape) == dims
+
+
 def _shape_value(node: onnx.NodeProto, dims: tuple[int, ...]) -> np.ndarray:
     """Shape (its start/end slice clamps like Python slicing, as the spec says) or Size of a static shape."""
     shp = np.array(dims, dtype=np.int64)
@@ -464,10 +449,15 @@ def _fold_constants(model: onnx.ModelProto, opset: int) -> bool:
         needed = {n for i in candidates for n in g.node[i].input if n and n not in produced}
         feeds = {n: shape_values[n] if n in shape_values else numpy_helper.to_array(inits[n]) for n in needed}
         values.update(_evaluate([g.node[i] for i in candidates], feeds, opset))
+        unsure: set[str] = set()  # outputs not folded, and everything computed from them
         for i in candidates:
-            outs = [o for o in g.node[i].output if o]
-            if all(o in values and values[o].size <= limit[i] for o in outs):
+            node = g.node[i]
+            outs = [o for o in node.output if o]
+            if all(o in values and values[o].size <= limit[i] and _same_shape(values[o], info.get(o))
+                   for o in outs) and not any(n in unsure for n in node.input):
                 folded.add(i)
+            else:
+                unsure.update(outs)
     if not folded:
         return False
 
@@ -531,13 +521,13 @@ def _load(source: str | os.PathLike | onnx.ModelProto, shapes: Mapping[str, Sequ
     else:
         model = proto  # freshly read: ours to change
     clock("read")
-    g = model.graph
-    _drop_initializer_inputs(g)
+    _drop_initializer_inputs(model.graph)
     if model.ir_version < 4:
         model.ir_version = 4  # initializers are no longer inputs, as IR 4 allows
-    opset = _check_opset(model)
+    model, opset, notes = check_opset(model)  # opsets below 7 come back upgraded (a new model)
+    g = model.graph
     _sort_nodes(g)
-    notes = _bind_dims(g, shapes or {})
+    notes += _bind_dims(g, shapes or {})
     clock("sort")
     light = _light_copy(model)
     _check(light)

@@ -213,7 +213,7 @@ class Graph:
             arr = self.values[t.name].const
             if arr is None or arr.dtype == object or arr.nbytes < SHARED_MIN_BYTES:
                 continue
-            moved[t.name] = np.ascontiguousarray(arr)
+            moved[t.name] = np.asarray(arr, order="C")  # ascontiguousarray would make a scalar 1-D
             self.values[t.name].const = moved[t.name]
             inits[i].CopyFrom(external_placeholder(t.name, arr))
         if moved:

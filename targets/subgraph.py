@@ -106,7 +106,7 @@ def _build(
                     f"Node '{n.name}' reads '{name}', which is neither a segment input, a "
                     "constant nor computed earlier in the segment; add it to the inputs."
                 )
-            arr = np.ascontiguousarray(v.const)
+            arr = np.asarray(v.const, order="C")  # not ascontiguousarray: it makes a scalar 1-D
             if share_min_bytes is not None and arr.nbytes >= share_min_bytes and arr.dtype != object:
                 inits.append(external_placeholder(name, arr))
                 shared[name] = arr

@@ -19,7 +19,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import models
-from dispatch import frontend
+from dispatch import Dispatcher, frontend
 from dispatch.analysis import analyze
 from dispatch.errors import DispatchError
 from dispatch.frontend import MAX_OPSET, load, parse_shapes
@@ -154,14 +154,49 @@ def test_unknown_domain():
     assert "com.example" in msg and "'frob'" in msg and "Frobnicate" in msg
 
 
-@pytest.mark.parametrize("opset", [6, MAX_OPSET + 1])
-def test_opset_out_of_range(opset: int):
+def test_opset_newer_than_onnx_knows():
     model = matmul_model(4)
-    model.opset_import[0].version = opset
+    model.opset_import[0].version = MAX_OPSET + 1
     with pytest.raises(DispatchError) as e:
         load(model)
     msg = one_sentence(e)
-    assert f"opset {opset}" in msg and "version_converter" in msg
+    assert f"opset {MAX_OPSET + 1}" in msg and "upgrade onnx" in msg
+
+
+def test_opset_6_is_upgraded_with_a_note():
+    graph = load(matmul_model(4, opset=6, ir_version=3))
+    assert graph.opset == 7
+    assert "opset 6 upgraded to opset 7 with onnx.version_converter" in graph.notes
+
+
+@pytest.mark.parametrize("case", ["test_Conv2d", "test_Linear", "test_BatchNorm2d_eval"])
+def test_pytorch_converted_opset_6_cases_run_as_shipped(case: str):
+    """Regression: every opset-6 model (the pytorch-converted cases that ship with onnx) was refused."""
+    folder = Path(onnx.__file__).parent / "backend" / "test" / "data" / "pytorch-converted" / case
+    model = onnx.load(str(folder / "model.onnx"))
+    assert model.opset_import[0].version == 6
+    x = numpy_helper.to_array(onnx.load_tensor(str(folder / "test_data_set_0" / "input_0.pb")))
+    want = numpy_helper.to_array(onnx.load_tensor(str(folder / "test_data_set_0" / "output_0.pb")))
+    graph = load(model)
+    assert graph.opset == 7 and any("upgraded" in n for n in graph.notes)
+    for strategy in ("optimal", "only:asic"):
+        with Dispatcher(model, strategy=strategy) as d:
+            (got,) = d.run({graph.inputs[0].name: x}).values()
+            if strategy == "only:asic" and "BatchNorm" not in case:  # a lone BatchNorm is no ASIC kernel
+                assert [s.target for s in d.plan.segments] == ["asic"]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_opset_that_cannot_be_upgraded_is_one_sentence():
+    # onnx.version_converter has no adapter for Tile from opset 5 (Tile-1 took tiles and axis inputs).
+    graph = helper.make_graph([helper.make_node("Tile", ["x", "r"], ["y"])], "tile",
+                              [vi("x", F, [2, 3]), vi("r", TensorProto.INT64, [2])], [vi("y", F, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 5)])
+    model.ir_version = 3
+    with pytest.raises(DispatchError) as e:
+        load(model)
+    msg = one_sentence(e)
+    assert "opset 5" in msg and "cannot upgrade it (No Adapter From Version $5 for Tile)" in msg
 
 
 def test_corrupt_initializer_data():
@@ -494,3 +529,75 @@ def test_synthetic_model_has_exactly_n_nodes_and_is_deterministic(n: int):
     consumed = {i for node in model.graph.node for i in node.input}
     dead = [o for node in model.graph.node for o in node.output if o not in consumed and o != "output"]
     assert dead == []  # every branch joins back: no dead ends
+
+
+# -- scalars stay scalars -----------------------------------------------------------------------------------
+def scalar_gather_gemm_model() -> onnx.ModelProto:
+    """x (2, 5, 16) -> Gather(axis 1, index: a rank-0 Constant) -> (2, 16) -> Gemm (16 -> 8): `x[:, 0]` then
+    nn.Linear, wired as torch.onnx.export writes it (BERT's and ViT's pooling)."""
+    rng = np.random.default_rng(2)
+    nodes = [helper.make_node("Constant", [], ["idx"], value=numpy_helper.from_array(np.array(0, np.int64))),
+             helper.make_node("Gather", ["x", "idx"], ["cls"], axis=1, name="gather"),
+             helper.make_node("Gemm", ["cls", "W", "b"], ["y"], transB=1, name="gemm")]
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")]
+    graph = helper.make_graph(nodes, "pool", [vi("x", F, [2, 5, 16])], [vi("y", F, [2, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_scalar_index_stays_rank_0_through_folding_and_extraction():
+    """Regression: BERT-base and ViT-B/16 stopped with 'Gemm: Input 0 expected to have rank 2 but has rank 3':
+    extraction copied the folded rank-0 index with numpy.ascontiguousarray, which returns at least 1-D."""
+    from targets.subgraph import extract, extract_shared
+
+    graph = load(scalar_gather_gemm_model())
+    assert graph.values["idx"].const.shape == ()
+    assert graph.values["cls"].shape == (2, 16)
+    shared, _ = extract_shared(graph, graph.nodes, ["x"], ["y"])
+    for model in (extract(graph, graph.nodes, ["x"], ["y"]), shared):
+        (idx,) = [t for t in model.graph.initializer if t.name == "idx"]
+        assert list(idx.dims) == []
+    x = np.random.default_rng(0).standard_normal((2, 5, 16)).astype(np.float32)
+    for strategy in ("optimal", "only:gpu", "only:asic"):
+        with Dispatcher(scalar_gather_gemm_model(), strategy=strategy) as d:
+            assert d.validate({"x": x}).ok
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter, as BERT/ViT users use
+def test_scalar_index_from_torch_export(tmp_path: Path):
+    torch = pytest.importorskip("torch")
+
+    class Pool(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(16, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x[:, 0])
+
+    torch.manual_seed(0)
+    path = tmp_path / "pool.onnx"
+    torch.onnx.export(Pool().eval(), (torch.randn(2, 5, 16),), str(path), opset_version=17, dynamo=False,
+                      input_names=["x"], output_names=["y"])
+    assert [n.op_type for n in onnx.load(str(path)).graph.node] == ["Constant", "Gather", "Gemm"]
+    with Dispatcher(path, strategy="only:gpu") as d:
+        assert d.validate().ok
+
+
+def test_folded_value_whose_shape_disagrees_with_inference_is_kept(monkeypatch: pytest.MonkeyPatch):
+    """A scalar the evaluator hands back as 1-D would change a rank downstream: the node stays unfolded."""
+    real = frontend._evaluate
+
+    def one_d(nodes: list[onnx.NodeProto], feeds: dict[str, np.ndarray], opset: int) -> dict[str, np.ndarray]:
+        return {k: np.atleast_1d(v) for k, v in real(nodes, feeds, opset).items()}
+
+    monkeypatch.setattr(frontend, "_evaluate", one_d)
+    nodes = [helper.make_node("ReduceSum", ["c"], ["s"], keepdims=0, name="sum"),
+             helper.make_node("Mul", ["x", "s"], ["y"], name="mul")]
+    model = fold_model(nodes, {"c": np.ones(3, np.float32)}, [2, 3, 4])
+    graph = load(model)
+    assert [n.name for n in graph.nodes] == ["sum", "mul"]
+    assert graph.values["s"].shape == ()
+    monkeypatch.setattr(frontend, "_evaluate", real)
+    graph = load(model)
+    assert [n.name for n in graph.nodes] == ["mul"] and graph.values["s"].const.shape == ()
