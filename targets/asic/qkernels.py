@@ -1,0 +1,206 @@
+"""Integer kernels of the simulated ASIC: MatMulInteger, ConvInteger, QLinearMatMul and QLinearConv.
+
+Semantics follow the ONNX operator specs; the arithmetic is what an int8 systolic array does: 8-bit
+operands with their zero points subtracted, products summed in int32, and for the QLinear ops a
+requantisation of the int32 sums to 8 bits. The results are bit-exact against onnxruntime's CPU kernels
+(tests/test_quant_kernels.py checks random scales and zero points, per tensor and per channel):
+
+* Accumulation. The operands minus their zero points lie in [-255, 255], so a product is below 2^16 in
+  magnitude and a sum of K of them below 2^16·K: exact in float64 (53-bit mantissa) for any K < 2^37.
+  The sums therefore go through the float GEMM and im2col kernels of ``kernels.py`` in float64 (BLAS)
+  and are cast to int32 exactly; a NumPy integer matmul would give the same numbers without BLAS.
+  Padded positions of a conv read the zero point (the operand is zero after the subtraction), as the
+  spec's reference and onnxruntime's im2col do.
+* Requantisation, as onnxruntime's MLAS does it (``MlasRequantizeOutput`` and the QGEMM/ConvSym output
+  processors): the multiplier is computed in float32 as ``a_scale · b_scale / y_scale`` (per output
+  channel or column when a scale is a vector), the int32 sum (bias included) is converted to float32 and
+  multiplied by it, rounded to the nearest integer with ties to even, the zero point added, and the
+  result saturated to the output type's range.
+
+``QKERNELS`` maps op_type to a function ``(inputs, attrs) -> outputs`` like ``kernels.KERNELS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from dispatch.errors import DispatchError
+from targets.asic.kernels import Kernel, conv, matmul
+
+__all__ = ["INT8_DTYPES", "QKERNELS", "conv_integer", "matmul_integer", "qlinear_conv", "qlinear_matmul",
+           "requantize"]
+
+# The 8-bit operand types of the integer ops (ONNX allows uint8 and int8 for each operand).
+INT8_DTYPES = ("int8", "uint8")
+
+
+def _q(op: str, name: str, x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype.name not in INT8_DTYPES:
+        raise DispatchError(f"{op} takes int8 or uint8 {name}, not {x.dtype.name}: quantize it first.")
+    return x
+
+
+def _zero_point(op: str, name: str, zp: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
+    """The zero point as float64 (0 when omitted); it must have the operand's dtype."""
+    if zp is None:
+        return np.zeros((), np.float64)
+    zp = np.asarray(zp)
+    if zp.dtype != dtype:
+        raise DispatchError(f"{op}'s {name} is {zp.dtype.name} but its operand is {dtype.name}; "
+                            "they must match.")
+    return zp.astype(np.float64)
+
+
+def _centred(op: str, name: str, x: np.ndarray, zp: np.ndarray | None, axis: int | None) -> np.ndarray:
+    """x − zero point in float64; a 1-D zero point runs along `axis` (None: it must be a scalar)."""
+    x = _q(op, name, x)
+    z = _zero_point(op, f"{name} zero point", zp, x.dtype)
+    if z.size > 1 or z.ndim == 1:
+        if axis is None or z.ndim != 1 or x.ndim == 0 or z.shape[0] != x.shape[axis]:
+            raise DispatchError(f"{op}'s {name} zero point of shape {z.shape} matches neither a scalar "
+                                f"nor axis {axis} of {name} {x.shape}.")
+        z = z.reshape(z.shape[0], *(1,) * (x.ndim - 1 - axis % x.ndim))
+    return x.astype(np.float64) - z
+
+
+def _int32(y: np.ndarray) -> np.ndarray:
+    """Exact float64 integer sums as int32 (within range by the bound in the module docstring)."""
+    if y.size and np.abs(y).max() >= 2**31:
+        raise DispatchError("An integer GEMM's sum overflows int32: the reduction is too long for 8-bit "
+                            "operands; split it.")
+    return y.astype(np.int32)
+
+
+def matmul_integer(a: np.ndarray, b: np.ndarray, a_zero_point: np.ndarray | None = None,
+                   b_zero_point: np.ndarray | None = None) -> np.ndarray:
+    """ONNX MatMulInteger: (A − a_zp) @ (B − b_zp) in int32; a_zp per row of A (axis −2) or scalar,
+    b_zp per column of B (axis −1) or scalar."""
+    a_ = _centred("MatMulInteger", "A", a, a_zero_point, -2 if np.ndim(a) >= 2 else None)
+    b_ = _centred("MatMulInteger", "B", b, b_zero_point, -1)
+    return _int32(matmul(a_, b_))
+
+
+def _conv_args(attrs: dict[str, Any]) -> dict[str, Any]:
+    return {"auto_pad": attrs.get("auto_pad", "NOTSET"), "dilations": attrs.get("dilations"),
+            "group": int(attrs.get("group", 1)), "kernel_shape": attrs.get("kernel_shape"),
+            "pads": attrs.get("pads"), "strides": attrs.get("strides")}
+
+
+def conv_integer(x: np.ndarray, w: np.ndarray, x_zero_point: np.ndarray | None = None,
+                 w_zero_point: np.ndarray | None = None, **conv_attrs: Any) -> np.ndarray:
+    """ONNX ConvInteger: Conv of (X − x_zp) and (W − w_zp) in int32; w_zp scalar or per output channel."""
+    x_ = _centred("ConvInteger", "X", x, x_zero_point, None)
+    w_ = _centred("ConvInteger", "W", w, w_zero_point, 0)
+    return _int32(conv(x_, w_, None, **conv_attrs))
+
+
+def _scale(op: str, name: str, s: np.ndarray) -> np.ndarray:
+    s = np.asarray(s)
+    if s.dtype != np.float32:
+        raise DispatchError(f"{op}'s {name} must be float32, not {s.dtype.name}.")
+    return s
+
+
+def requantize(acc: np.ndarray, multiplier: np.ndarray, y_zero_point: np.ndarray) -> np.ndarray:
+    """round_half_even(float32(acc) · multiplier) + y_zp, saturated to y_zp's 8-bit type (MLAS's order)."""
+    zp = np.asarray(y_zero_point)
+    info = np.iinfo(zp.dtype)
+    y = np.rint(acc.astype(np.float32) * multiplier) + zp.astype(np.float32)
+    return np.clip(y, info.min, info.max).astype(zp.dtype)
+
+
+def _multiplier(op: str, a_scale: np.ndarray, b_scale: np.ndarray, y_scale: np.ndarray) -> np.ndarray:
+    """a_scale · b_scale / y_scale in float32, the order onnxruntime evaluates it in."""
+    a, b, y = (_scale(op, n, s) for n, s in (("first scale", a_scale), ("second scale", b_scale),
+                                              ("y_scale", y_scale)))
+    if a.size != 1 or y.size != 1:
+        raise DispatchError(f"{op} takes a per-tensor input and output scale, got shapes {a.shape} and "
+                            f"{y.shape}.")
+    return (a.reshape(()) * b) / y.reshape(())
+
+
+def _output_zero_point(op: str, zp: np.ndarray | None) -> np.ndarray:
+    if zp is None:
+        return np.zeros((), np.uint8)  # the spec's default output type
+    zp = np.asarray(zp)
+    if zp.dtype.name not in INT8_DTYPES or zp.size != 1:
+        raise DispatchError(f"{op}'s y_zero_point must be one int8 or uint8 value, got {zp.dtype.name} "
+                            f"of shape {zp.shape}.")
+    return zp.reshape(())
+
+
+def qlinear_conv(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarray | None, w: np.ndarray,
+                 w_scale: np.ndarray, w_zero_point: np.ndarray | None, y_scale: np.ndarray,
+                 y_zero_point: np.ndarray | None, b: np.ndarray | None = None,
+                 **conv_attrs: Any) -> np.ndarray:
+    """ONNX QLinearConv: ConvInteger + int32 bias, requantised per output channel (w_scale 1-D) or tensor."""
+    acc = conv_integer(x, w, x_zero_point, w_zero_point, **conv_attrs)
+    m = acc.shape[1]
+    if b is not None:
+        b = np.asarray(b)
+        if b.dtype != np.int32 or b.shape != (m,):
+            raise DispatchError(f"QLinearConv's bias must be int32 of shape ({m},), got {b.dtype.name} "
+                                f"{b.shape}.")
+        acc = acc + b.reshape(m, *(1,) * (acc.ndim - 2))
+    mult = _multiplier("QLinearConv", x_scale, w_scale, y_scale)
+    if mult.size > 1:
+        if mult.shape != (m,):
+            raise DispatchError(f"QLinearConv's w_scale of shape {np.shape(w_scale)} is neither a scalar nor "
+                                f"one per output channel ({m}).")
+        mult = mult.reshape(m, *(1,) * (acc.ndim - 2))
+    return requantize(acc, mult.reshape(mult.shape if mult.size > 1 else ()),
+                      _output_zero_point("QLinearConv", y_zero_point))
+
+
+def qlinear_matmul(a: np.ndarray, a_scale: np.ndarray, a_zero_point: np.ndarray | None, b: np.ndarray,
+                   b_scale: np.ndarray, b_zero_point: np.ndarray | None, y_scale: np.ndarray,
+                   y_zero_point: np.ndarray | None) -> np.ndarray:
+    """ONNX QLinearMatMul: MatMulInteger requantised per tensor, or per column of B (b_scale 1-D)."""
+    acc = matmul_integer(a, b, a_zero_point, b_zero_point)
+    mult = _multiplier("QLinearMatMul", a_scale, b_scale, y_scale)
+    if mult.size > 1 and (mult.ndim != 1 or mult.shape[0] != acc.shape[-1]):
+        raise DispatchError(f"QLinearMatMul's b_scale of shape {np.shape(b_scale)} is neither a scalar nor "
+                            f"one per column of B ({acc.shape[-1]}).")
+    return requantize(acc, mult if mult.size > 1 else mult.reshape(()),
+                      _output_zero_point("QLinearMatMul", y_zero_point))
+
+
+# ---- QKERNELS: ONNX op_type -> (inputs, attrs) -> outputs ----------------------------------------------
+
+
+def _args(op: str, inputs: Sequence[np.ndarray | None], required: Sequence[int],
+          total: int) -> list[np.ndarray | None]:
+    if len(inputs) > total:
+        raise DispatchError(f"{op} takes at most {total} inputs, got {len(inputs)}.")
+    args = list(inputs) + [None] * (total - len(inputs))
+    if any(args[i] is None for i in required):
+        raise DispatchError(f"{op} needs its inputs {', '.join(map(str, required))}; some are omitted.")
+    return args
+
+
+def _matmul_integer_kernel(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [matmul_integer(*_args("MatMulInteger", inputs, (0, 1), 4))]
+
+
+def _conv_integer_kernel(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [conv_integer(*_args("ConvInteger", inputs, (0, 1), 4), **_conv_args(attrs))]
+
+
+def _qlinear_matmul_kernel(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [qlinear_matmul(*_args("QLinearMatMul", inputs, (0, 1, 3, 4, 6), 8))]
+
+
+def _qlinear_conv_kernel(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [qlinear_conv(*_args("QLinearConv", inputs, (0, 1, 3, 4, 6), 9), **_conv_args(attrs))]
+
+
+QKERNELS: dict[str, Kernel] = {
+    "MatMulInteger": _matmul_integer_kernel,
+    "ConvInteger": _conv_integer_kernel,
+    "QLinearMatMul": _qlinear_matmul_kernel,
+    "QLinearConv": _qlinear_conv_kernel,
+}

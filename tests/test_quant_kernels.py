@@ -1,0 +1,167 @@
+"""The ASIC's integer kernels (targets/asic/qkernels.py) bit-exact against onnxruntime's CPU kernels.
+
+Tiny one-node models with random scales and zero points, per tensor and per channel, uint8 and int8
+activations. Weights are drawn in [-64, 63] (7 bits, as `reduce_range` quantisation makes them) so that
+onnxruntime's AVX2 u8s8 kernels, whose pairwise int16 sums saturate for full-range weights, compute the
+exact int32 sums on machines without VNNI too; the activations use their whole 8-bit range.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from dispatch.errors import DispatchError
+from targets.asic.qkernels import QKERNELS, qlinear_matmul, requantize
+
+RNG = np.random.default_rng(7)
+ELEM = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8,
+        np.dtype(np.int32): TensorProto.INT32, np.dtype(np.float32): TensorProto.FLOAT}
+
+
+def _ort(op: str, inputs: list[np.ndarray | None], out_dtype, attrs: dict | None = None) -> np.ndarray:
+    """onnxruntime's CPU result of a one-node model; every present input is an initializer but the first."""
+    names = [f"i{k}" if v is not None else "" for k, v in enumerate(inputs)]
+    node = helper.make_node(op, names, ["y"], **(attrs or {}))
+    x = inputs[0]
+    graph = helper.make_graph(
+        [node], "q", [helper.make_tensor_value_info("i0", ELEM[x.dtype], x.shape)],
+        [helper.make_tensor_value_info("y", ELEM[np.dtype(out_dtype)], None)],
+        [numpy_helper.from_array(v, n) for n, v in zip(names[1:], inputs[1:], strict=True) if v is not None])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"i0": x})[0]
+
+
+def _act(shape, dt) -> tuple[np.ndarray, np.ndarray]:
+    info = np.iinfo(dt)
+    x = RNG.integers(info.min, info.max + 1, shape).astype(dt)
+    return x, np.array(RNG.integers(info.min // 2, info.max // 2 + 1), dt)
+
+
+def _weights(shape) -> np.ndarray:
+    return RNG.integers(-64, 64, shape).astype(np.int8)
+
+
+def _scale(*shape) -> np.ndarray:
+    return np.exp(RNG.uniform(-9, -2, shape)).astype(np.float32)
+
+
+def _y_scale(x_scale: np.ndarray, w_scale: np.ndarray) -> np.ndarray:
+    """An output scale under which the sums (about ±16,000 here: 36 products of |x| ≤ 128 and |w| ≤ 64 at
+    random signs, standard deviation √36·74·37) land in roughly ±[30, 120] steps, so that the outputs
+    spread over the 8-bit range and some saturate."""
+    return np.array(x_scale * np.max(w_scale) / RNG.uniform(0.002, 0.008), np.float32)
+
+
+@pytest.mark.parametrize("x_dt", [np.uint8, np.int8])
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("geometry", [
+    {},  # 3x3, no padding
+    {"pads": [1, 1, 1, 1], "strides": [2, 2]},
+    {"pads": [1, 0, 2, 1], "dilations": [2, 1]},
+    {"group": 2, "pads": [1, 1, 1, 1]},
+])
+def test_qlinear_conv_bit_exact(x_dt, per_channel, geometry):
+    group = geometry.get("group", 1)
+    c, m = 4, 6
+    saturated = 0
+    for trial in range(4):  # fresh scales and zero points each time
+        x, x_zp = _act((2, c, 7, 6), x_dt)
+        w = _weights((m, c // group, 3, 3))
+        w_zp = np.zeros(m if per_channel else (), np.int8)  # onnxruntime takes symmetric int8 filters
+        w_scale = _scale(m) if per_channel else _scale()
+        y_dt = x_dt  # onnxruntime: the output type is the input's
+        y_zp = np.array(RNG.integers(-20, 20) + (128 if y_dt is np.uint8 else 0), y_dt)
+        x_scale = _scale()
+        bias = RNG.integers(-5000, 5000, m).astype(np.int32) if trial < 3 else None
+        ins = [x, x_scale, x_zp, w, w_scale, w_zp, _y_scale(x_scale, w_scale), y_zp, bias]
+        if bias is None:
+            ins = ins[:8]
+        attrs = {"kernel_shape": [3, 3], **geometry}
+        ref = _ort("QLinearConv", ins, y_dt, attrs)
+        got = QKERNELS["QLinearConv"](ins, attrs)[0]
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        np.testing.assert_array_equal(got, ref)
+        info = np.iinfo(y_dt)
+        saturated += int((ref == info.min).sum() + (ref == info.max).sum())
+    assert saturated > 0  # the saturation is exercised
+
+
+@pytest.mark.parametrize("a_dt", [np.uint8, np.int8])
+@pytest.mark.parametrize("per_column", [False, True])
+@pytest.mark.parametrize("shapes", [((5, 33), (33, 7)), ((2, 3, 5, 16), (16, 9))])
+def test_qlinear_matmul_bit_exact(a_dt, per_column, shapes):
+    sa, sb = shapes
+    n = sb[-1]
+    for _ in range(4):
+        a, a_zp = _act(sa, a_dt)
+        b = _weights(sb)
+        b_zp = np.zeros(n if per_column else (), np.int8)
+        b_scale = _scale(n) if per_column else _scale()
+        y_dt = a_dt  # onnxruntime: the output type is A's
+        y_zp = np.array(RNG.integers(-20, 20) + (128 if y_dt is np.uint8 else 0), y_dt)
+        a_scale = _scale()
+        ins = [a, a_scale, a_zp, b, b_scale, b_zp, _y_scale(a_scale, b_scale), y_zp]
+        ref = _ort("QLinearMatMul", ins, y_dt)
+        got = QKERNELS["QLinearMatMul"](ins, {})[0]
+        assert got.dtype == ref.dtype
+        np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("a_dt", [np.uint8, np.int8])
+@pytest.mark.parametrize("b_zp_kind", ["none", "scalar", "column"])
+def test_matmul_integer_bit_exact(a_dt, b_zp_kind):
+    a, a_zp = _act((3, 4, 40), a_dt)
+    b = _weights((40, 6))
+    b_zp = {"none": None, "scalar": np.array(5, np.int8),
+            "column": RNG.integers(-9, 9, 6).astype(np.int8)}[b_zp_kind]
+    ins = [a, b, a_zp, b_zp] if b_zp is not None else [a, b, a_zp]
+    ref = _ort("MatMulInteger", ins, np.int32)
+    got = QKERNELS["MatMulInteger"](ins, {})[0]
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_matmul_integer_written_out():
+    # (A - 1) @ (B - 2) with A = [[1, 2], [3, 4]], B = [[2, 3], [4, 5]]: [[0, 1], [2, 3]] @ [[0, 1], [2, 3]]
+    # = [[0·0 + 1·2, 0·1 + 1·3], [2·0 + 3·2, 2·1 + 3·3]] = [[2, 3], [6, 11]]
+    a = np.array([[1, 2], [3, 4]], np.uint8)
+    b = np.array([[2, 3], [4, 5]], np.int8)
+    y = QKERNELS["MatMulInteger"]([a, b, np.array(1, np.uint8), np.array(2, np.int8)], {})[0]
+    np.testing.assert_array_equal(y, np.array([[2, 3], [6, 11]], np.int32))
+
+
+@pytest.mark.parametrize("x_dt", [np.uint8, np.int8])
+def test_conv_integer_bit_exact(x_dt):
+    x, x_zp = _act((1, 3, 9, 8), x_dt)
+    w = RNG.integers(-128, 128, (5, 3, 2, 3)).astype(np.int8)  # the int32 path has no int16 pairs
+    ins = [x, w, x_zp, np.array(3, np.int8)]
+    attrs = {"pads": [1, 1, 0, 2], "strides": [1, 2]}
+    ref = _ort("ConvInteger", ins, np.int32, attrs)
+    got = QKERNELS["ConvInteger"](ins, attrs)[0]
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_requantize_rounds_half_to_even_and_saturates():
+    # acc · 0.5 = 0.5, 1.5, 2.5, -0.5, -1.5 -> 0, 2, 2, -0, -2 (ties to even); + zp 10 -> 10, 12, 12, 10, 8;
+    # 600 · 0.5 + 10 = 310 -> 255 and -600 · 0.5 + 10 = -290 -> 0 (uint8 saturation).
+    acc = np.array([1, 3, 5, -1, -3, 600, -600], np.int32)
+    y = requantize(acc, np.float32(0.5), np.array(10, np.uint8))
+    np.testing.assert_array_equal(y, np.array([10, 12, 12, 10, 8, 255, 0], np.uint8))
+
+
+def test_bad_operands_are_one_sentence():
+    a = np.ones((2, 3), np.float32)
+    with pytest.raises(DispatchError, match="int8 or uint8"):
+        QKERNELS["MatMulInteger"]([a, a.T], {})
+    q = np.ones((2, 3), np.uint8)
+    with pytest.raises(DispatchError, match="must match"):
+        QKERNELS["MatMulInteger"]([q, q.T, np.array(0, np.int8)], {})
+    s = np.float32(0.1)
+    with pytest.raises(DispatchError, match="per column"):
+        qlinear_matmul(q, s, np.uint8(0), q.T.astype(np.int8), np.ones(5, np.float32), np.int8(0), s,
+                       np.uint8(0))
