@@ -243,7 +243,8 @@ def _compare_one(name: str, a: np.ndarray, r: np.ndarray, rtol: float, atol: flo
     if not (np.issubdtype(r.dtype, np.number) or r.dtype == np.bool_):
         same = bool(np.array_equal(a, r))
         return OutputError(name, tuple(a.shape), 0.0 if same else inf, 0.0 if same else inf, 0.0, same)
-    a64, r64 = a.astype(np.float64), r.astype(np.float64)
+    # Flattened: ufuncs on rank-0 arrays return NumPy scalars, which the masked assignment below cannot take.
+    a64, r64 = a.astype(np.float64).reshape(-1), r.astype(np.float64).reshape(-1)
     nan_a, nan_r = np.isnan(a64), np.isnan(r64)
     diff = np.abs(np.where(nan_a | nan_r, 0.0, a64 - r64))
     diff[nan_a != nan_r] = inf  # NaN on one side only is an infinite error

@@ -466,10 +466,11 @@ def relu(x: np.ndarray) -> np.ndarray:
 
 
 def _relu(x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    # np.asarray: a ufunc on a rank-0 array returns a NumPy scalar; kernels return arrays, rank 0 included.
     zero = x.dtype.type(0)
     if x.dtype in _CLIP_DTYPES:
-        return np.clip(x, zero, x.dtype.type(np.inf), out=out)
-    return np.maximum(x, zero, out=out)
+        return np.asarray(np.clip(x, zero, x.dtype.type(np.inf), out=out))
+    return np.asarray(np.maximum(x, zero, out=out))
 
 
 def clip(
@@ -495,9 +496,9 @@ def _clip(
         return x.copy() if out is None else x
     if x.dtype in _CLIP_DTYPES:
         inf = x.dtype.type(np.inf)
-        return np.clip(x, -inf if lo_ is None else lo_, inf if hi_ is None else hi_, out=out)
-    y = x if lo_ is None else np.maximum(x, lo_, out=out)
-    return y if hi_ is None else np.minimum(y, hi_, out=out if y is x else y)
+        return np.asarray(np.clip(x, -inf if lo_ is None else lo_, inf if hi_ is None else hi_, out=out))
+    y = x if lo_ is None else np.asarray(np.maximum(x, lo_, out=out))
+    return y if hi_ is None else np.asarray(np.minimum(y, hi_, out=out if y is x else y))
 
 
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -508,7 +509,8 @@ def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
         raise DispatchError(f"Add operands of shapes {a.shape} and {b.shape} do not broadcast.") from None
-    return np.add(a.astype(acc, copy=False), b.astype(acc, copy=False)).astype(a.dtype, copy=False)
+    y = np.add(a.astype(acc, copy=False), b.astype(acc, copy=False))
+    return np.asarray(y).astype(a.dtype, copy=False)  # rank 0 stays an array (a ufunc returns a scalar)
 
 
 def add_bias(x: np.ndarray, bias: np.ndarray, axis: int = 1) -> np.ndarray:
