@@ -110,7 +110,11 @@ def test_edge_preset_figures():
     t = make_target("asic", "edge-npu")
     # 2 arrays · 32² MACs · 2 OP · 1 GHz = 4.096e12 OP/s int8, Ethos-N77's 4.096 TOP/s
     assert t.peak_flops == pytest.approx(2 * 32 * 32 * 2 * 1.0e9)
-    assert t.params.array.word_bytes == 1  # int8
+    assert t.params.peak_ops("int8") == t.peak_flops
+    # float tensors are multiplied in fp16 (2-byte words) at [E19]'s int16 rate: 4.096e12 / 4 = 1.024e12
+    assert t.params.array.word_bytes == 2 and t.params.compute_dtype == "fp16"
+    assert t.params.peak_ops("fp16") == pytest.approx(1.024e12)
+    assert t.params.timing_array("int8").word_bytes == 1
     assert t.params.array.dataflow == "os"
     assert t.capacity_bytes is None
     assert t.spec.active_w == 1.5

@@ -1,14 +1,21 @@
 """The simulated systolic ASIC: a spec's [asic] table, what it can run, what that costs, and running it.
 
 Support (``unsupported_reason``). The ASIC runs exactly the ops in ``kernels.KERNELS`` (MatMul, Gemm,
-Conv, Relu, Clip, Add, BatchNormalization), from the default ONNX domain, within these limits:
+Conv, Relu, Clip, Add, BatchNormalization) and ``qkernels.QKERNELS`` (MatMulInteger, ConvInteger,
+QLinearMatMul, QLinearConv), from the default ONNX domain, within these limits:
 
 * every input and output has a static shape (the array schedule is compiled for fixed sizes);
-* every tensor's dtype is one the spec lists in ``dtypes`` that the NumPy kernels compute in
-  (float32, float16, bfloat16). Timing and energy always use the array's ``compute_dtype``: a float32
-  graph on tpu-v4-like is timed as bf16 multiplies with fp32 accumulation (what XLA does with fp32
-  matmuls on a TPU by default); on edge-npu it is timed as int8 (post-training quantisation). The
-  NumPy kernels still compute in float32, so outputs match onnxruntime;
+* float ops: every tensor's dtype is one the spec lists in ``dtypes`` that the NumPy kernels compute in
+  (float32, float16, bfloat16). Timing and energy use the array's ``compute_dtype``: a float32 graph on
+  tpu-v4-like is timed as bf16 multiplies with fp32 accumulation (what XLA does with fp32 matmuls on a
+  TPU by default); on edge-npu as fp16 at a quarter of its int8 rate. The NumPy kernels still compute in
+  the tensors' dtype with fp32 accumulation, so float32 outputs match onnxruntime;
+* integer ops: the spec lists int8; 8-bit operands and zero points (int8 or uint8), float32 scales
+  (per tensor for the input and output, per tensor or per channel for the weights), an int32 bias, and
+  constant weights (ConvInteger, QLinearConv), scales and output zero point. They are timed in int8:
+  one-byte words, the spec's ``macs_per_pe_cycle`` for int8 (1 when absent) and a MAC energy scaled from
+  ``pj_per_mac`` by Horowitz's int8/compute-dtype ratio (``AsicParams.energy_for``); their results are
+  bit-exact against onnxruntime's CPU kernels (``qkernels``);
 * Conv: the weights W are constant (the compiler lays out the im2col filter matrix ahead of time);
   MatMul and Gemm may multiply two activations (attention on a TPU does);
 * on a design whose weights must stay on chip (``weight_capacity_bytes`` > 0, the wafer-scale one), a
@@ -23,7 +30,8 @@ Conv, Relu, Clip, Add, BatchNormalization), from the default ONNX domain, within
 * Clip: the bounds are attributes or constant inputs;
 * Relu: always (in a supported dtype).
 
-Cost (``cost``). MatMul, Gemm and Conv map to GEMMs timed by ``timing.simulate_gemm``:
+Cost (``cost``). MatMul, Gemm and Conv (and their integer forms) map to GEMMs timed by
+``timing.simulate_gemm`` on ``AsicParams.timing_array(dtype)`` (the dtype's word size and MAC rate):
 
 * MatMul (..., M, K) @ (K, N) with a 2-D (or 1-D) B: the batch dims fold into M, one GEMM of
   (∏batch·M) × K × N. With a batched B every batch entry is its own GEMM: ``batch`` = ∏ of the
@@ -37,9 +45,11 @@ Cost (``cost``). MatMul, Gemm and Conv map to GEMMs timed by ``timing.simulate_g
 Epilogues (Relu, Clip, Add, BatchNormalization, and a Conv's or Gemm's bias / alpha / beta) run on
 the vector unit at ``vector_lanes`` element-operations per cycle: ⌈elements·ops/vector_lanes⌉
 cycles, with ops = 1 for Relu, Add, bias and BN (one fused multiply-add per element once folded),
-and one per bound for Clip. Energy per element: ops·``pj_per_vector_op`` plus one SRAM read and one
-write of a compute-dtype word, plus static power over the time. The epilogue time is not overlapped
-with the GEMM it follows, so it is an upper bound (a fused epilogue on real hardware hides it).
+and one per bound for Clip; the integer ops add one for zero-point corrections, one for an int32 bias
+and two for requantisation (scale with rounding, zero point with saturation). Energy per element:
+ops·``pj_per_vector_op`` plus one SRAM read and one write of a compute-dtype word, plus static power
+over the time. The epilogue time is not overlapped with the GEMM it follows, so it is an upper bound
+(a fused epilogue on real hardware hides it).
 Costs are cached per (op_type, input shapes and dtypes, attributes), since networks repeat layers.
 
 Execution (``compile``): the nodes run in order through ``KERNELS``; constants come from
@@ -51,6 +61,7 @@ write into an operand that an earlier node of the segment produced and nothing l
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import threading
@@ -72,8 +83,10 @@ from targets.asic.kernels import (
     conv_output_shape,
     fold_batchnorm,
 )
+from targets.asic.qkernels import INT8_DTYPES, QKERNELS
 from targets.asic.timing import (
     DATAFLOWS,
+    MAC_PJ,
     ArrayConfig,
     EnergyConfig,
     GemmTiming,
@@ -83,7 +96,7 @@ from targets.asic.timing import (
 )
 from targets.base import Executable, Target, TargetSpec, register_kind, require
 
-__all__ = ["AsicTarget", "AsicParams", "DTYPE_NAMES", "WORD_BYTES", "parse_asic_params"]
+__all__ = ["ALL_KERNELS", "AsicTarget", "AsicParams", "DTYPE_NAMES", "WORD_BYTES", "parse_asic_params"]
 
 # Spec dtype names -> NumPy dtype names, and bytes per element of each as a compute dtype.
 DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
@@ -92,7 +105,29 @@ WORD_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 _REQUIRED = ("rows", "cols", "arrays", "clock_ghz", "dataflow", "ifmap_sram_kib", "filter_sram_kib",
              "ofmap_sram_kib", "offchip_bandwidth_GBps", "dtypes", "compute_dtype", "pj_per_mac",
              "pj_per_sram_byte", "pj_per_dram_byte", "vector_lanes", "pj_per_vector_op")
-_OPTIONAL = ("weight_capacity_bytes", "double_buffered", "launch_us")
+_OPTIONAL = ("weight_capacity_bytes", "double_buffered", "launch_us", "macs_per_pe_cycle")
+
+# Every op the ASIC runs: the float kernels and the integer ones.
+ALL_KERNELS: dict[str, Kernel] = {**KERNELS, **QKERNELS}
+
+# The integer ops: the positions of their 8-bit operands (with zero points), float32 scales, int32 bias,
+# the constant weight (None: both operands may be activations), and whether they requantise (QLinear).
+@dataclass(frozen=True)
+class _QuantOp:
+    operands: tuple[int, ...]
+    zero_points: tuple[int, ...]
+    scales: tuple[int, ...]
+    bias: int | None
+    weight: int | None
+    requantizes: bool
+
+
+_QUANT_OPS = {
+    "MatMulInteger": _QuantOp((0, 1), (2, 3), (), None, None, False),
+    "ConvInteger": _QuantOp((0, 1), (2, 3), (), None, 1, False),
+    "QLinearMatMul": _QuantOp((0, 3), (2, 5, 7), (1, 4, 6), None, None, True),
+    "QLinearConv": _QuantOp((0, 3), (2, 5, 7), (1, 4, 6), 8, 3, True),
+}
 
 # Element-wise operations per output element of each epilogue op (Clip: one per bound present).
 _EPILOGUE_OPS = {"Relu": 1, "Add": 1, "BatchNormalization": 1}
@@ -110,6 +145,24 @@ class AsicParams:
     vector_lanes: int
     pj_per_vector_op: float
     launch_s: float
+    macs_per_pe_cycle: Mapping[str, float]  # per spec dtype; 1 where the spec lists none
+
+    def timing_array(self, dtype: str) -> ArrayConfig:
+        """The array timed for operands of spec dtype `dtype`: its word size and its MAC rate."""
+        return dataclasses.replace(self.array, word_bytes=WORD_BYTES[dtype],
+                                   macs_per_cycle=float(self.macs_per_pe_cycle.get(dtype, 1.0)))
+
+    def energy_for(self, dtype: str) -> EnergyConfig:
+        """The spec's energies with pj_per_mac scaled from the compute dtype's MAC to `dtype`'s by Horowitz's
+        ratios (timing.MAC_PJ: multiply + 32-bit add), e.g. int8 on a bf16 array: 0.3 / 2.0 of its figure."""
+        if dtype == self.compute_dtype:
+            return self.energy
+        ratio = MAC_PJ[dtype] / MAC_PJ[self.compute_dtype]
+        return dataclasses.replace(self.energy, pj_per_mac=self.energy.pj_per_mac * ratio)
+
+    def peak_ops(self, dtype: str) -> float:
+        """2 · rows · cols · arrays · clock · the dtype's MACs per PE per cycle."""
+        return self.peak_flops * float(self.macs_per_pe_cycle.get(dtype, 1.0))
 
     @property
     def peak_flops(self) -> float:
@@ -120,6 +173,11 @@ class AsicParams:
     @property
     def word_bytes(self) -> int:
         return WORD_BYTES[self.compute_dtype]
+
+    @property
+    def int8(self) -> bool:
+        """True when the arrays take int8 operands (the integer ops run)."""
+        return "int8" in self.dtypes
 
     @property
     def numpy_dtypes(self) -> frozenset[str]:
@@ -169,6 +227,12 @@ def parse_asic_params(table: Mapping[str, Any], where: str, idle_w: float) -> As
     if (isinstance(launch_us, bool) or not isinstance(launch_us, (int, float)) or launch_us < 0
             or not math.isfinite(launch_us)):
         raise DispatchError(f"{where}: 'launch_us' must be a non-negative number, not {launch_us!r}.")
+    rates = table.get("macs_per_pe_cycle", {})
+    if not isinstance(rates, Mapping) or any(
+            d not in dtypes or isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < math.inf
+            for d, r in rates.items()):
+        raise DispatchError(f"{where}: 'macs_per_pe_cycle' must be a table of positive numbers keyed by its "
+                            f"dtypes ({', '.join(dtypes)}), not {rates!r}.")
     sram = {}
     for key in ("ifmap_sram_kib", "filter_sram_kib", "ofmap_sram_kib"):
         sram[key] = int(_number(table, key, where) * 1024)
@@ -190,7 +254,8 @@ def parse_asic_params(table: Mapping[str, Any], where: str, idle_w: float) -> As
     return AsicParams(array=array, energy=energy, dtypes=tuple(dtypes), compute_dtype=compute,
                       weight_capacity_bytes=int(capacity), vector_lanes=_int(table, "vector_lanes", where),
                       pj_per_vector_op=_number(table, "pj_per_vector_op", where, positive=False),
-                      launch_s=float(launch_us) * 1e-6)
+                      launch_s=float(launch_us) * 1e-6,
+                      macs_per_pe_cycle={d: float(r) for d, r in rates.items()})
 
 
 # -- support helpers -------------------------------------------------------------------------------------
@@ -251,8 +316,14 @@ class AsicTarget(Target):
         return Cost(self.params.launch_s, self.params.launch_s * self.spec.idle_w)
 
     def weight_bytes(self, node: Node, op: OpCost | None = None) -> int:
-        """Constant inputs stored on chip in the compute dtype: elements · word bytes."""
-        return sum(v.size for v in node.present_inputs if v.const is not None) * self.params.word_bytes
+        """Constant inputs stored on chip in the dtype the node is timed in: elements · word bytes."""
+        word = WORD_BYTES[self.timing_dtype(node)]
+        return sum(v.size for v in node.present_inputs if v.const is not None) * word
+
+    def timing_dtype(self, node: Node) -> str:
+        """The spec dtype the array multiplies `node`'s operands in: int8 for the integer ops, else the
+        compute dtype (float tensors of every accepted precision are multiplied in it)."""
+        return "int8" if node.op_type in _QUANT_OPS else self.params.compute_dtype
 
     # -- support ---------------------------------------------------------------------------------------
     def unsupported_reason(self, node: Node) -> str | None:
@@ -260,11 +331,13 @@ class AsicTarget(Target):
         op = node.op_type
         if node.domain not in ("", "ai.onnx"):
             return f"{op} is in domain '{node.domain}'; the ASIC runs default-domain ONNX ops only"
-        if op not in KERNELS:
-            return f"no ASIC kernel for {op} (it runs {', '.join(sorted(KERNELS))})"
+        if op not in ALL_KERNELS:
+            return f"no ASIC kernel for {op} (it runs {', '.join(sorted(ALL_KERNELS))})"
         for v in (*node.present_inputs, *node.outputs):
             if not v.static:
                 return f"tensor '{v.name}' has no static shape ({v.shape}); bind dynamic dims with --shape"
+            if op in _QUANT_OPS:
+                continue  # _check_quant checks the dtypes of every position
             if _dtype_name(v) not in self.params.numpy_dtypes:
                 why = " (the NumPy kernels compute in floating point)" if v.dtype is not None and \
                     v.dtype.kind in "iub" else ""
@@ -272,7 +345,7 @@ class AsicTarget(Target):
                         f"{', '.join(sorted(self.params.numpy_dtypes))} tensors{why}")
         if len(node.outputs) != 1:
             return f"{op} with {len(node.outputs)} outputs (the ASIC kernels produce one)"
-        check = getattr(self, f"_check_{op}", None)
+        check = self._check_quant if op in _QUANT_OPS else getattr(self, f"_check_{op}", None)
         reason = check(node) if check is not None else None
         if reason is not None:
             return reason
@@ -293,6 +366,44 @@ class AsicTarget(Target):
                               strides=node.attr("strides"))
         except DispatchError as e:
             return str(e).rstrip(".")
+        return None
+
+    def _check_quant(self, node: Node) -> str | None:
+        """An integer op: int8 in the spec's dtypes; 8-bit operands and zero points, float32 scales (per
+        tensor for the input and output), an int32 bias; constant weights, scales and output zero point."""
+        op, q = node.op_type, _QUANT_OPS[node.op_type]
+        if not self.params.int8:
+            return f"{self.spec.name} has no int8 MACs (its dtypes are {', '.join(self.params.dtypes)})"
+        want = {**dict.fromkeys(q.operands + q.zero_points, "int8 or uint8"),
+                **dict.fromkeys(q.scales, "float32"), **({q.bias: "int32"} if q.bias is not None else {})}
+        for i, kind in want.items():
+            v = node.input(i)
+            if v is not None and _dtype_name(v) not in kind.split(" or "):
+                return f"{op} input {i} ('{v.name}') is {_dtype_name(v)}; the int8 arrays take {kind} there"
+        out = _dtype_name(node.outputs[0])
+        if out not in ((*INT8_DTYPES,) if q.requantizes else ("int32",)):
+            return f"{op} output is {out}"
+        const = ([q.weight] if q.weight is not None else []) + list(q.scales)
+        if q.requantizes:
+            const += [q.zero_points[-1]]
+        for i in const:
+            v = node.input(i)
+            if v is not None and v.const is None:
+                return (f"{op} input {i} ('{v.name}') is computed at run time; the ASIC compiles constant "
+                        "weights, scales and output zero points")
+        if q.requantizes and (node.inputs[q.scales[0]].size != 1 or node.inputs[q.scales[2]].size != 1):
+            return f"{op} scales of the input and output must be per tensor"
+        if q.weight is not None:
+            x, w = node.inputs[0], node.inputs[q.weight]
+            try:
+                conv_output_shape(x.shape, w.shape, auto_pad=node.attr("auto_pad", "NOTSET"),
+                                  dilations=node.attr("dilations"), group=int(node.attr("group", 1)),
+                                  kernel_shape=node.attr("kernel_shape"), pads=node.attr("pads"),
+                                  strides=node.attr("strides"))
+            except DispatchError as e:
+                return str(e).rstrip(".")
+        elif min(len(node.inputs[q.operands[0]].shape), len(node.inputs[q.operands[1]].shape)) < 1:
+            return f"{op} operands must have rank 1 or more"
         return None
 
     def _check_Gemm(self, node: Node) -> str | None:
@@ -360,10 +471,13 @@ class AsicTarget(Target):
         return c
 
     def gemm_timing(self, node: Node) -> GemmTiming | None:
-        """The systolic timing of a MatMul, Gemm or Conv node (None for epilogue ops)."""
-        cfg = self.params.array
-        if node.op_type == "MatMul":
-            a, b = node.inputs[0].shape, node.inputs[1].shape
+        """The systolic timing of a MatMul, Gemm or Conv node, or of an integer one in int8 (None for
+        epilogue ops), on the array as timed for the node's dtype (``timing_dtype``)."""
+        cfg = self.params.timing_array(self.timing_dtype(node))
+        op = node.op_type
+        if op in ("MatMul", "MatMulInteger", "QLinearMatMul"):
+            a_at, b_at = _QUANT_OPS[op].operands if op in _QUANT_OPS else (0, 1)
+            a, b = node.inputs[a_at].shape, node.inputs[b_at].shape
             k = a[-1]
             n = 1 if len(b) == 1 else b[-1]
             if len(b) <= 2:  # shared B: fold every row of A into M
@@ -376,8 +490,9 @@ class AsicTarget(Target):
             m, k = (a[1], a[0]) if node.attr("transA", 0) else a
             n = b[0] if node.attr("transB", 0) else b[1]
             return simulate_gemm(m, k, n, cfg)
-        if node.op_type == "Conv":
-            x, w, y = node.inputs[0].shape, node.inputs[1].shape, node.outputs[0].shape
+        if op in ("Conv", "ConvInteger", "QLinearConv"):
+            w_at = _QUANT_OPS[op].weight if op in _QUANT_OPS else 1
+            x, w, y = node.inputs[0].shape, node.inputs[w_at].shape, node.outputs[0].shape
             groups, m, k, n = conv_gemm_dims(x[0], x[1], w[0], w[2:], y[2:], int(node.attr("group", 1)))
             return simulate_gemm(m, k, n, cfg, batch=groups)
         return None
@@ -395,6 +510,15 @@ class AsicTarget(Target):
             return int(has_c) + int(scale_a) + int(has_c and node.attr("beta", 1.0) != 1.0)
         if op == "Conv":
             return int(node.input(2) is not None)
+        if op in _QUANT_OPS:
+            # Zero points: the correction terms of Jacob et al., CVPR 2018, eq. 7 (row sums of the activation
+            # times the weight zero point, column sums times the activation's, folded with the constant
+            # term), one add per output; QLinear: bias add, scale multiply with rounding, zero point add with
+            # saturation.
+            q = _QUANT_OPS[op]
+            zps = int(any(node.input(i) is not None for i in q.zero_points[:2]))
+            bias = int(q.bias is not None and node.input(q.bias) is not None)
+            return zps + bias + (2 if q.requantizes else 0)
         return _EPILOGUE_OPS.get(op, 0)
 
     def _epilogue_cost(self, elements: int, ops: int) -> Cost:
@@ -410,7 +534,7 @@ class AsicTarget(Target):
         t = self.gemm_timing(node)
         if t is None:
             return epilogue
-        return Cost(t.latency_s, energy_j(t, self.params.energy)) + epilogue
+        return Cost(t.latency_s, energy_j(t, self.params.energy_for(self.timing_dtype(node)))) + epilogue
 
     # -- execution -------------------------------------------------------------------------------------
     def compile(self, graph: Graph, nodes: Sequence[Node], inputs: Sequence[str],
@@ -478,7 +602,7 @@ class _Program:
                                         epsilon=float(bn.attr("epsilon", 1e-5)))
                 args = [args[0], _const(w2), _const(b2)]
                 outs = tuple(v.name for v in bn.outputs)
-            raw.append((n.name, KERNELS[n.op_type], args, dict(n.attrs), outs))
+            raw.append((n.name, ALL_KERNELS[n.op_type], args, dict(n.attrs), outs))
         # Check the dataflow: every tensor read is fed or produced earlier; every output is available.
         available = set(inputs)
         last_use: dict[str, int] = {}

@@ -62,6 +62,7 @@ __all__ = [
     "ACC_BYTES",
     "DATAFLOWS",
     "HOROWITZ_45NM_PJ",
+    "MAC_PJ",
     "ArrayConfig",
     "EnergyConfig",
     "GemmTiming",
@@ -100,7 +101,10 @@ class ArrayConfig:
     """One or more identical R×C systolic arrays sharing one off-chip interface and one set of SRAMs.
 
     SRAM sizes are per buffer (ifmap, filter, ofmap), shared by the arrays; ``word_bytes`` is the
-    size of one operand element (2 for bf16/fp16, 1 for int8, 4 for fp32).
+    size of one operand element (2 for bf16/fp16, 1 for int8, 4 for fp32). ``macs_per_cycle`` is what
+    one PE completes per cycle in the operand dtype timed: 1 for the dtype the multipliers are built
+    for; a dtype at a fraction of that rate (16-bit operands on 8-bit multipliers take four passes)
+    divides the compute cycles by it.
     """
 
     rows: int
@@ -114,12 +118,13 @@ class ArrayConfig:
     offchip_bandwidth_Bps: float
     word_bytes: int
     double_buffered: bool = True
+    macs_per_cycle: float = 1.0  # per PE for the operand dtype timed: below 1, a multi-pass multiplier
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "num_arrays", "ifmap_sram_bytes", "filter_sram_bytes",
                      "ofmap_sram_bytes", "word_bytes"):
             _positive_int("ArrayConfig", name, getattr(self, name))
-        for name in ("clock_hz", "offchip_bandwidth_Bps"):
+        for name in ("clock_hz", "offchip_bandwidth_Bps", "macs_per_cycle"):
             _positive_number("ArrayConfig", name, getattr(self, name))
         _check_dataflow(self.dataflow)
         if not isinstance(self.double_buffered, bool):
@@ -138,7 +143,7 @@ HOROWITZ_45NM_PJ = {
 # Energy of one multiply-accumulate with a 4-byte accumulator, from the table above: the operand
 # dtype's multiply plus a 32-bit add. bf16 uses the fp16 multiplier figure (an upper bound: its
 # 8-bit mantissa multiplier is smaller than fp16's 11-bit one).
-_MAC_PJ = {
+MAC_PJ = {
     "fp32": HOROWITZ_45NM_PJ["fp32_mult"] + HOROWITZ_45NM_PJ["fp32_add"],  # 4.6
     "fp16": HOROWITZ_45NM_PJ["fp16_mult"] + HOROWITZ_45NM_PJ["fp32_add"],  # 2.0
     "bf16": HOROWITZ_45NM_PJ["fp16_mult"] + HOROWITZ_45NM_PJ["fp32_add"],  # 2.0
@@ -164,15 +169,15 @@ def horowitz_energy(dtype: str, static_w: float, *, sram_bank_bytes: int = 8 * 1
                     dram_pj_per_bit: float = 20.0, logic_scale: float = 1.0) -> EnergyConfig:
     """EnergyConfig from Horowitz's 45 nm figures, scaled as the caller documents.
 
-    MAC: the dtype's multiply + a 32-bit add (``_MAC_PJ``). SRAM: the 64-bit read energy for a bank
+    MAC: the dtype's multiply + a 32-bit add (``MAC_PJ``). SRAM: the 64-bit read energy for a bank
     of ``sram_bank_bytes``, interpolated log–log between Horowitz's 8 KiB (10 pJ), 32 KiB (20 pJ)
     and 1 MiB (100 pJ) points and clamped outside them, divided by 8 bytes. ``logic_scale``
     multiplies MAC and SRAM energy (process scaling from 45 nm to the preset's node; the preset
     cites its factor). DRAM: ``dram_pj_per_bit`` × 8, not scaled with the logic node (Horowitz's
     DDR3 range is 20–40 pJ/bit; HBM presets pass their own figure).
     """
-    if dtype not in _MAC_PJ:
-        raise DispatchError(f"No MAC energy for dtype {dtype!r}; use one of {', '.join(_MAC_PJ)}.")
+    if dtype not in MAC_PJ:
+        raise DispatchError(f"No MAC energy for dtype {dtype!r}; use one of {', '.join(MAC_PJ)}.")
     _positive_int("horowitz_energy", "sram_bank_bytes", sram_bank_bytes)
     _positive_number("horowitz_energy", "logic_scale", logic_scale)
     points = [(8 * 1024, HOROWITZ_45NM_PJ["sram_64bit_8KiB"]),
@@ -184,7 +189,7 @@ def horowitz_energy(dtype: str, static_w: float, *, sram_bank_bytes: int = 8 * 1
             frac = math.log(size / s0) / math.log(s1 / s0)
             sram_pj_64bit = math.exp(math.log(e0) + frac * math.log(e1 / e0))
             break
-    return EnergyConfig(pj_per_mac=_MAC_PJ[dtype] * logic_scale,
+    return EnergyConfig(pj_per_mac=MAC_PJ[dtype] * logic_scale,
                         pj_per_sram_byte=sram_pj_64bit / 8 * logic_scale,
                         pj_per_dram_byte=dram_pj_per_bit * 8,
                         static_w=static_w)
@@ -318,7 +323,8 @@ def simulate_gemm(m: int, k: int, n: int, cfg: ArrayConfig, *, batch: int = 1) -
     """Cycles, stalls and traffic of ``batch`` independent M×K×N GEMMs (e.g. conv groups).
 
     Compute: rounds·per_fold − 1 with rounds = ⌈batch·folds/num_arrays⌉, which is SCALE-Sim's
-    count for batch = num_arrays = 1. Traffic and stalls as in the module docstring, summed over
+    count for batch = num_arrays = 1, divided by ``cfg.macs_per_cycle`` (rounded up) for a dtype that
+    runs at a fraction of the array's rate. Traffic and stalls as in the module docstring, summed over
     the batch.
     """
     _check_dims(m, k, n)
@@ -327,6 +333,9 @@ def simulate_gemm(m: int, k: int, n: int, cfg: ArrayConfig, *, batch: int = 1) -
     total_folds = batch * folds(m, k, n, cfg.rows, cfg.cols, cfg.dataflow)
     rounds = math.ceil(total_folds / cfg.num_arrays)
     compute = rounds * per_fold - 1
+    if cfg.macs_per_cycle != 1.0:
+        per_fold = math.ceil(per_fold / cfg.macs_per_cycle)  # the time each fold's operands stream for
+        compute = math.ceil(compute / cfg.macs_per_cycle)
     dram_read, dram_write, sram_read, sram_write = (batch * x for x in _offchip_traffic(m, k, n, cfg))
     offchip = dram_read + dram_write
     fill = min(_first_fill_bytes(m, k, n, cfg) * min(cfg.num_arrays, total_folds), offchip)
