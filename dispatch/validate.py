@@ -65,6 +65,11 @@ def feed_specs(model: Graph | onnx.ModelProto) -> tuple[FeedSpec, ...]:
     return tuple(specs)
 
 
+def _spelled(dtype: np.dtype) -> str:
+    """How to write the dtype in Python: np.float32, or ml_dtypes.bfloat16 for the types NumPy lacks."""
+    return f"np.{dtype.name}" if hasattr(np, dtype.name) else f"ml_dtypes.{dtype.name}"
+
+
 class FeedChecker:
     """Checks feeds against fixed specs; built once, so a check is a few dictionary and tuple lookups."""
 
@@ -86,12 +91,13 @@ class FeedChecker:
         for spec in self.specs:
             x = feeds[spec.name]
             if not isinstance(x, np.ndarray):
-                want = spec.dtype.name if spec.dtype is not None else "float32"
-                raise DispatchError(f"Input '{spec.name}' is a {type(x).__name__}, not a numpy array; pass "
-                                    f"np.asarray(value, dtype=np.{want}).")
+                want = _spelled(spec.dtype) if spec.dtype is not None else "np.float32"
+                what = f"NumPy scalar ({type(x).__name__})" if isinstance(x, np.generic) else type(x).__name__
+                raise DispatchError(f"Input '{spec.name}' is a {what}, not a numpy array; pass "
+                                    f"np.asarray(value, dtype={want}) (a rank-0 array for a scalar).")
             if spec.dtype is not None and x.dtype != spec.dtype:
                 raise DispatchError(f"Input '{spec.name}' has dtype {x.dtype} but the model expects "
-                                    f"{spec.dtype}; cast it with .astype(np.{spec.dtype.name}).")
+                                    f"{spec.dtype}; cast it with .astype({_spelled(spec.dtype)}).")
             if spec.dims is not None:
                 self._check_shape(spec, x.shape, symbols)
             shapes.append(x.shape)
@@ -163,10 +169,12 @@ def _index_bound(graph: Graph, name: str, depth: int = 0) -> int | None:
 
 
 def generate_feeds(graph: Graph, seed: int = 0, *, int_high: int = 2) -> dict[str, np.ndarray]:
-    """Random feeds for every input of `graph` (unknown dims taken as 1).
+    """Random feeds for every input of `graph` (unknown dims taken as 1), each an ndarray of the input's
+    dtype and rank (rank 0 included: a 0-d array, never a NumPy scalar, which onnxruntime refuses).
 
-    Floats: standard normal. Integers used as Gather indices (embedding ids): uniform in [0, table size);
-    other integers: uniform in [0, int_high) (0/1 suits masks and segment ids). Bools: fair coin.
+    Floats (float16/32/64, and bfloat16 or float8 through ml_dtypes): standard normal, cast. Integers used as
+    Gather indices (embedding ids): uniform in [0, table size); other integers: uniform in [0, int_high)
+    (0/1 suits masks and segment ids), within the dtype's range. Bools: fair coin.
     """
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
@@ -176,15 +184,16 @@ def generate_feeds(graph: Graph, seed: int = 0, *, int_high: int = 2) -> dict[st
                                 "pass the inputs with --inputs PATH.npz.")
         shape = tuple(max(d, 1) for d in v.shape) if v.shape is not None else ()
         if v.dtype == np.bool_:
-            feeds[v.name] = rng.random(shape) < 0.5
+            x = rng.random(shape) < 0.5
         elif np.issubdtype(v.dtype, np.integer):
-            high = _index_bound(graph, v.name) or int_high
-            feeds[v.name] = rng.integers(0, high, size=shape).astype(v.dtype)
-        elif np.issubdtype(v.dtype, np.floating):
-            feeds[v.name] = rng.standard_normal(shape).astype(v.dtype)
+            high = min(_index_bound(graph, v.name) or int_high, int(np.iinfo(v.dtype).max) + 1)
+            x = rng.integers(0, high, size=shape)
+        elif np.issubdtype(v.dtype, np.floating) or v.dtype.name.startswith(("bfloat16", "float8")):
+            x = rng.standard_normal(shape)
         else:
             raise DispatchError(f"Input '{v.name}' has dtype {v.dtype}, for which no feed can be generated; "
                                 "pass the inputs with --inputs PATH.npz.")
+        feeds[v.name] = np.asarray(x).astype(v.dtype).reshape(shape)
     return feeds
 
 
