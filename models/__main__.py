@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from dispatch.errors import DispatchError
-from models.zoo import ZOO, build, get_entry, param_count
+from models.zoo import build, get_entry, list_models, param_count
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,10 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "list":
-            width = max(len(name) for name in ZOO)
+            names = list_models()
+            width = max(len(name) for name in names)
             print(f"{'name':<{width}}  {'params':>12}  description")
-            for name, entry in ZOO.items():
-                print(f"{name:<{width}}  {param_count(name):>12,}  {entry.description}")
+            for name in names:
+                print(f"{name:<{width}}  {param_count(name):>12,}  {get_entry(name).description}")
         else:
             get_entry(args.name)  # fail fast with the list of valid names
             print(build(args.name, out_dir=args.out, force=args.force))

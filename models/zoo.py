@@ -22,8 +22,8 @@ import numpy as np
 from dispatch.errors import DispatchError
 
 __all__ = [
-    "ZOO", "ZOO_VERSION", "SEED", "OPSET", "InputSpec", "ZooEntry", "list_models", "is_zoo_name", "get_entry",
-    "cache_dir", "cache_key", "build", "example_inputs", "torch_macs", "param_count",
+    "ZOO", "VARIANTS", "ZOO_VERSION", "SEED", "OPSET", "InputSpec", "ZooEntry", "list_models", "is_zoo_name",
+    "get_entry", "cache_dir", "cache_key", "build", "example_inputs", "torch_macs", "param_count",
 ]
 
 ZOO_VERSION = 1  # bump to invalidate every cached export (the key also hashes this package's source)
@@ -31,6 +31,7 @@ SEED = 0  # torch.manual_seed for weights, numpy default_rng for example feeds
 OPSET = 17
 _KEY_PROP = "dispatch.zoo.key"  # metadata_props entry holding the cache key
 _SOURCES = ("zoo.py", "cnn.py", "transformer.py")  # files whose content defines the exported graphs
+_VARIANT_SOURCES = ("quantize.py",)  # and, for a reduced-precision variant, the file that converts it
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class InputSpec:
 
     name: str
     shape: tuple[int, ...]
-    dtype: str  # "float32" or "int64"
+    dtype: str  # "float32", "float16" or "int64"
     high: int = 0  # token ids are drawn from [0, high)
 
 
@@ -48,7 +49,8 @@ class ZooEntry:
     """A zoo model: ``builder()`` returns (torch.nn.Module in eval mode, example input tensors).
 
     ``factory()`` only constructs the module (no seeding, no inputs); ``param_count`` calls it on the meta
-    device.
+    device. A variant (``base`` set) is the base model's export converted by ``models.quantize`` (``variant``
+    names how); its builder and factory are the base's, so MAC and parameter counts are the base's.
     """
 
     name: str
@@ -58,6 +60,8 @@ class ZooEntry:
     inputs: tuple[InputSpec, ...]
     output_names: tuple[str, ...]
     dynamic_axes: Mapping[str, Mapping[int, str]] = field(default_factory=dict, hash=False)
+    base: str = ""
+    variant: str = ""
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -112,7 +116,7 @@ def _feeds(inputs: tuple[InputSpec, ...]) -> dict[str, np.ndarray]:
         if spec.dtype == "int64":
             feeds[spec.name] = rng.integers(0, spec.high, size=spec.shape, dtype=np.int64)
         else:
-            feeds[spec.name] = rng.standard_normal(spec.shape).astype(np.float32)
+            feeds[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
     return feeds
 
 
@@ -154,23 +158,48 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
 )}
 
 
+def _variant(base: str, suffix: str, kind: str, what: str) -> ZooEntry:
+    b = ZOO[base]
+    dtype = "float16" if kind == "fp16" else None
+    inputs = tuple(InputSpec(i.name, i.shape, dtype if dtype and i.dtype == "float32" else i.dtype, i.high)
+                   for i in b.inputs)
+    return ZooEntry(f"{base}-{suffix}", f"{b.description}; {what}", b.builder, b.factory, inputs,
+                    b.output_names, b.dynamic_axes, base=base, variant=kind)
+
+
+_QSTATIC = ("int8 by onnxruntime quantize_static (MinMax on 4 random samples, per-channel 7-bit weights, "
+            "uint8 activations)")
+# Reduced-precision variants (models/quantize.py), built from the base model's cached export.
+VARIANTS: dict[str, ZooEntry] = {e.name: e for e in (
+    _variant("resnet50", "int8", "qoperator", f"{_QSTATIC}, operator form (QLinearConv)"),
+    _variant("resnet50", "qdq", "qdq", f"{_QSTATIC}, QDQ form"),
+    _variant("resnet50", "fp16", "fp16", "float16 weights and activations"),
+    _variant("bert", "int8", "dynamic", "int8 by onnxruntime quantize_dynamic (MatMulInteger, 7-bit "
+             "weights)"),
+    _variant("bert", "fp16", "fp16", "float16 weights and activations"),
+    _variant("tiny_cnn", "int8", "qoperator", f"{_QSTATIC}, operator form (QLinearConv)"),
+    _variant("tiny_cnn", "qdq", "qdq", f"{_QSTATIC}, QDQ form"),
+    _variant("tiny_cnn", "fp16", "fp16", "float16 weights and activations"),
+    _variant("tiny_transformer", "int8", "dynamic", "int8 by onnxruntime quantize_dynamic (MatMulInteger)"),
+)}
+
+
 def list_models() -> list[str]:
-    """Zoo names in table order."""
-    return list(ZOO)
+    """Zoo names in table order, then the reduced-precision variants."""
+    return [*ZOO, *VARIANTS]
 
 
 def is_zoo_name(name: str) -> bool:
     """True when ``name`` is a zoo model name (not a path)."""
-    return name in ZOO
+    return name in ZOO or name in VARIANTS
 
 
 def get_entry(name: str) -> ZooEntry:
     """The zoo entry for ``name``; DispatchError naming the valid names otherwise."""
-    try:
-        return ZOO[name]
-    except KeyError:
-        raise DispatchError(
-            f"Unknown zoo model {name!r}; choose one of: {', '.join(ZOO)}.") from None
+    entry = ZOO.get(name) or VARIANTS.get(name)
+    if entry is None:
+        raise DispatchError(f"Unknown zoo model {name!r}; choose one of: {', '.join(list_models())}.")
+    return entry
 
 
 def cache_dir(out_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -184,9 +213,10 @@ def cache_dir(out_dir: str | os.PathLike[str] | None = None) -> Path:
 @functools.cache
 def cache_key(name: str) -> str:
     """Hash of the zoo version, the model name and the source files that define the exported graph."""
-    digest = hashlib.sha256(f"{ZOO_VERSION}:{name}:{OPSET}".encode())
+    entry = get_entry(name)
+    digest = hashlib.sha256(f"{ZOO_VERSION}:{name}:{OPSET}:{entry.base}:{entry.variant}".encode())
     here = Path(__file__).parent
-    for source in _SOURCES:
+    for source in _SOURCES + (_VARIANT_SOURCES if entry.base else ()):
         digest.update((here / source).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -212,6 +242,28 @@ def _stored_key(path: Path) -> str | None:
             props = {p.key: p.value for p in model.metadata_props}
             _seen_keys[stamp] = props.get(_KEY_PROP)
     return _seen_keys[stamp]
+
+
+def _convert(entry: ZooEntry, out_dir: str | os.PathLike[str] | None) -> bytes:
+    """The variant's ONNX bytes: its base model built (or taken from the cache) and converted."""
+    import onnx
+
+    from models.quantize import make_variant
+
+    base = build(entry.base, out_dir)
+    specs = entry.inputs
+
+    def feeds(i: int) -> dict[str, np.ndarray]:  # calibration sample i: example distribution, seed SEED + i
+        rng = np.random.default_rng(SEED + i)
+        return {s.name: rng.integers(0, s.high, size=s.shape, dtype=np.int64) if s.dtype == "int64"
+                else rng.standard_normal(s.shape).astype(np.float32) for s in specs}
+
+    model = make_variant(base, entry.variant, feeds)
+    model.doc_string = entry.description
+    model.producer_name = "dispatch.models"
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {_KEY_PROP: cache_key(entry.name), "dispatch.zoo.name": entry.name})
+    return model.SerializeToString()
 
 
 def _export(entry: ZooEntry) -> bytes:
@@ -250,7 +302,7 @@ def build(name: str, out_dir: str | os.PathLike[str] | None = None, force: bool 
         return path
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        data = _export(entry)
+        data = _convert(entry, out_dir) if entry.base else _export(entry)
         # A unique name per writer; open(..., "xb") keeps the umask's permissions, unlike tempfile.mkstemp.
         tmp = directory / f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
         try:

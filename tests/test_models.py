@@ -24,6 +24,9 @@ from models.zoo import cache_key
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ("tiny_cnn", "tiny_transformer", "mlp")
 NAMES = ("mlp", "resnet18", "resnet50", "mobilenet_v2", "bert", "gpt2", "tiny_cnn", "tiny_transformer")
+# Reduced-precision variants (models/quantize.py) follow the torch-defined models in list_models().
+VARIANT_NAMES = ("resnet50-int8", "resnet50-qdq", "resnet50-fp16", "bert-int8", "bert-fp16", "tiny_cnn-int8",
+                 "tiny_cnn-qdq", "tiny_cnn-fp16", "tiny_transformer-int8")
 
 # Goals from issue 2 "Must show" (torchvision's/fvcore's well-known counts; transformer arithmetic below).
 # BERT-base, sequence s=128, hidden h=768, FFN f=3072, 12 layers, per layer:
@@ -98,8 +101,8 @@ def assert_not_degenerate(y: np.ndarray) -> None:
 # ---------------------------------------------------------------- the table and its lookups
 
 def test_zoo_names_and_lookup() -> None:
-    assert models.list_models() == list(NAMES)
-    assert all(models.is_zoo_name(n) for n in NAMES)
+    assert models.list_models() == list(NAMES + VARIANT_NAMES)
+    assert all(models.is_zoo_name(n) for n in NAMES + VARIANT_NAMES)
     assert not models.is_zoo_name("resnet50.onnx")
     assert not models.is_zoo_name("")
     for bad in (lambda: models.build("resnet51"), lambda: models.example_inputs("resnet51"),
