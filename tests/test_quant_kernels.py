@@ -165,3 +165,24 @@ def test_bad_operands_are_one_sentence():
     with pytest.raises(DispatchError, match="per column"):
         qlinear_matmul(q, s, np.uint8(0), q.T.astype(np.int8), np.ones(5, np.float32), np.int8(0), s,
                        np.uint8(0))
+
+
+@pytest.mark.parametrize("y_dt", [np.uint8, np.int8])
+@pytest.mark.parametrize("per_axis", [False, True])
+def test_quantize_and_dequantize_linear_bit_exact(y_dt, per_axis):
+    x = (RNG.standard_normal((2, 5, 6, 3)) * 4).astype(np.float32)
+    x[0, 0, 0, :] = [0.5, 1.5, -2.5]  # ties at scale 1 (per tensor, below): to even, 0, 2, -2
+    x[1, :, 0, 0], x[1, :, 0, 1] = 1e4, -1e4  # saturate both ways
+    info = np.iinfo(y_dt)
+    if per_axis:  # along axis 1 (the default)
+        scale = np.exp(RNG.uniform(-4, 0, 5)).astype(np.float32)
+        zp = RNG.integers(info.min // 2, info.max // 2, 5).astype(y_dt)
+    else:
+        scale, zp = np.array(1.0, np.float32), np.array(3, y_dt)
+    q = _ort("QuantizeLinear", [x, scale, zp], y_dt)
+    np.testing.assert_array_equal(QKERNELS["QuantizeLinear"]([x, scale, zp], {})[0], q)
+    assert (q == info.min).any() and (q == info.max).any()
+    if not per_axis:
+        np.testing.assert_array_equal(q[0, 0, 0, :].astype(int) - 3, [0, 2, -2])
+    d = _ort("DequantizeLinear", [q, scale, zp], np.float32)
+    np.testing.assert_array_equal(QKERNELS["DequantizeLinear"]([q, scale, zp], {})[0], d)

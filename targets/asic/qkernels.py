@@ -17,6 +17,10 @@ requantisation of the int32 sums to 8 bits. The results are bit-exact against on
   multiplied by it, rounded to the nearest integer with ties to even, the zero point added, and the
   result saturated to the output type's range.
 
+QuantizeLinear (float32 → 8 bits: ``x / scale`` in float32, ties to even, zero point, saturation) and
+DequantizeLinear (``float32(x − zp) · scale``) run on the vector unit, also bit-exact, per tensor or per
+axis (no blocked quantisation).
+
 ``QKERNELS`` maps op_type to a function ``(inputs, attrs) -> outputs`` like ``kernels.KERNELS``.
 """
 
@@ -30,8 +34,8 @@ import numpy as np
 from dispatch.errors import DispatchError
 from targets.asic.kernels import Kernel, conv, matmul
 
-__all__ = ["INT8_DTYPES", "QKERNELS", "conv_integer", "matmul_integer", "qlinear_conv", "qlinear_matmul",
-           "requantize"]
+__all__ = ["INT8_DTYPES", "QKERNELS", "conv_integer", "dequantize_linear", "matmul_integer", "qlinear_conv",
+           "qlinear_matmul", "quantize_linear", "requantize"]
 
 # The 8-bit operand types of the integer ops (ONNX allows uint8 and int8 for each operand).
 INT8_DTYPES = ("int8", "uint8")
@@ -169,6 +173,44 @@ def qlinear_matmul(a: np.ndarray, a_scale: np.ndarray, a_zero_point: np.ndarray 
                       _output_zero_point("QLinearMatMul", y_zero_point))
 
 
+def _along(p: np.ndarray, x: np.ndarray, axis: int, op: str) -> np.ndarray:
+    """A scale or zero point broadcast over x: a scalar as it is, a 1-D one along `axis`."""
+    p = np.asarray(p)
+    if p.size == 1 and p.ndim <= 1:
+        return p.reshape(())
+    ax = axis % x.ndim if x.ndim else 0
+    if p.ndim != 1 or x.ndim == 0 or p.shape[0] != x.shape[ax]:
+        raise DispatchError(f"{op}'s scale or zero point of shape {p.shape} matches neither a scalar nor "
+                            f"axis {axis} of the input {x.shape}; blocked quantisation is not supported.")
+    return p.reshape(p.shape[0], *(1,) * (x.ndim - 1 - ax))
+
+
+def quantize_linear(x: np.ndarray, y_scale: np.ndarray, y_zero_point: np.ndarray | None = None,
+                    axis: int = 1) -> np.ndarray:
+    """ONNX QuantizeLinear from float32: saturate(round_half_even(x / y_scale) + y_zp), the division in
+    float32 as onnxruntime's MlasQuantizeLinear does it."""
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise DispatchError(f"QuantizeLinear on the ASIC takes float32 input, not {x.dtype.name}.")
+    s = _along(_scale("QuantizeLinear", "y_scale", y_scale), x, axis, "QuantizeLinear")
+    zp = np.zeros((), np.uint8) if y_zero_point is None else np.asarray(y_zero_point)
+    if zp.dtype.name not in INT8_DTYPES:
+        raise DispatchError(f"QuantizeLinear on the ASIC quantises to int8 or uint8, not {zp.dtype.name}.")
+    info = np.iinfo(zp.dtype)
+    z = _along(zp, x, axis, "QuantizeLinear").astype(np.float32)
+    return np.clip(np.rint(x / s) + z, info.min, info.max).astype(zp.dtype)
+
+
+def dequantize_linear(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarray | None = None,
+                      axis: int = 1) -> np.ndarray:
+    """ONNX DequantizeLinear to float32: float32(x − x_zp) · x_scale (onnxruntime's order)."""
+    x = _q("DequantizeLinear", "x", x)
+    s = _along(_scale("DequantizeLinear", "x_scale", x_scale), x, axis, "DequantizeLinear")
+    zp = _along(_zero_point("DequantizeLinear", "x_zero_point", x_zero_point, x.dtype).astype(np.int32),
+                x, axis, "DequantizeLinear")
+    return (x.astype(np.int32) - zp).astype(np.float32) * s
+
+
 # ---- QKERNELS: ONNX op_type -> (inputs, attrs) -> outputs ----------------------------------------------
 
 
@@ -198,7 +240,23 @@ def _qlinear_conv_kernel(inputs: list[np.ndarray | None], attrs: dict[str, Any])
     return [qlinear_conv(*_args("QLinearConv", inputs, (0, 1, 3, 4, 6), 9), **_conv_args(attrs))]
 
 
+def _quantize_kernel(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    if int(attrs.get("block_size", 0)):
+        raise DispatchError("QuantizeLinear with block_size (blocked quantisation) is not supported.")
+    x, s, zp = _args("QuantizeLinear", inputs, (0, 1), 3)
+    return [quantize_linear(x, s, zp, int(attrs.get("axis", 1)))]
+
+
+def _dequantize_kernel(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    if int(attrs.get("block_size", 0)):
+        raise DispatchError("DequantizeLinear with block_size (blocked quantisation) is not supported.")
+    x, s, zp = _args("DequantizeLinear", inputs, (0, 1), 3)
+    return [dequantize_linear(x, s, zp, int(attrs.get("axis", 1)))]
+
+
 QKERNELS: dict[str, Kernel] = {
+    "QuantizeLinear": _quantize_kernel,
+    "DequantizeLinear": _dequantize_kernel,
     "MatMulInteger": _matmul_integer_kernel,
     "ConvInteger": _conv_integer_kernel,
     "QLinearMatMul": _qlinear_matmul_kernel,

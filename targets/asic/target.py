@@ -128,6 +128,10 @@ _QUANT_OPS = {
     "QLinearMatMul": _QuantOp((0, 3), (2, 5, 7), (1, 4, 6), None, None, True),
     "QLinearConv": _QuantOp((0, 3), (2, 5, 7), (1, 4, 6), 8, 3, True),
 }
+# QuantizeLinear / DequantizeLinear on the vector unit: (input dtypes, output dtypes) and element-wise ops
+# per output (a scale multiply with rounding, a zero point add with saturation).
+_QDQ = {"QuantizeLinear": (("float32",), INT8_DTYPES), "DequantizeLinear": (INT8_DTYPES, ("float32",))}
+_QDQ_OPS = 2
 
 # Element-wise operations per output element of each epilogue op (Clip: one per bound present).
 _EPILOGUE_OPS = {"Relu": 1, "Add": 1, "BatchNormalization": 1}
@@ -263,6 +267,14 @@ def _is_const(v: Value | None) -> bool:
     return v is not None and v.const is not None
 
 
+def _compile_time(v: Value | None) -> bool:
+    """A constant, or the DequantizeLinear of constants (a QDQ model's weights): known when compiling."""
+    if _is_const(v):
+        return True
+    p = v.producer if v is not None else None
+    return p is not None and p.op_type == "DequantizeLinear" and all(_is_const(i) for i in p.present_inputs)
+
+
 def _dtype_name(v: Value) -> str:
     return v.dtype.name if v.dtype is not None else "unknown"
 
@@ -323,7 +335,7 @@ class AsicTarget(Target):
     def timing_dtype(self, node: Node) -> str:
         """The spec dtype the array multiplies `node`'s operands in: int8 for the integer ops, else the
         compute dtype (float tensors of every accepted precision are multiplied in it)."""
-        return "int8" if node.op_type in _QUANT_OPS else self.params.compute_dtype
+        return "int8" if node.op_type in _QUANT_OPS or node.op_type in _QDQ else self.params.compute_dtype
 
     # -- support ---------------------------------------------------------------------------------------
     def unsupported_reason(self, node: Node) -> str | None:
@@ -336,8 +348,8 @@ class AsicTarget(Target):
         for v in (*node.present_inputs, *node.outputs):
             if not v.static:
                 return f"tensor '{v.name}' has no static shape ({v.shape}); bind dynamic dims with --shape"
-            if op in _QUANT_OPS:
-                continue  # _check_quant checks the dtypes of every position
+            if op in _QUANT_OPS or op in _QDQ:
+                continue  # _check_quant / _check_qdq check the dtypes of every position
             if _dtype_name(v) not in self.params.numpy_dtypes:
                 why = " (the NumPy kernels compute in floating point)" if v.dtype is not None and \
                     v.dtype.kind in "iub" else ""
@@ -345,7 +357,8 @@ class AsicTarget(Target):
                         f"{', '.join(sorted(self.params.numpy_dtypes))} tensors{why}")
         if len(node.outputs) != 1:
             return f"{op} with {len(node.outputs)} outputs (the ASIC kernels produce one)"
-        check = self._check_quant if op in _QUANT_OPS else getattr(self, f"_check_{op}", None)
+        check = self._check_quant if op in _QUANT_OPS else self._check_qdq if op in _QDQ else \
+            getattr(self, f"_check_{op}", None)
         reason = check(node) if check is not None else None
         if reason is not None:
             return reason
@@ -356,8 +369,9 @@ class AsicTarget(Target):
         return None
 
     def _check_Conv(self, node: Node) -> str | None:
-        if not _is_const(node.input(1)):
-            return "Conv weights are computed at run time; the ASIC needs constant filters"
+        if not _compile_time(node.input(1)):
+            return ("Conv weights are computed at run time; the ASIC needs constant filters (or the "
+                    "DequantizeLinear of constant ones)")
         x, w = node.inputs[0], node.inputs[1]
         try:
             conv_output_shape(x.shape, w.shape, auto_pad=node.attr("auto_pad", "NOTSET"),
@@ -404,6 +418,25 @@ class AsicTarget(Target):
                 return str(e).rstrip(".")
         elif min(len(node.inputs[q.operands[0]].shape), len(node.inputs[q.operands[1]].shape)) < 1:
             return f"{op} operands must have rank 1 or more"
+        return None
+
+    def _check_qdq(self, node: Node) -> str | None:
+        """QuantizeLinear float32 -> int8/uint8, DequantizeLinear back: constant scale and zero point, per
+        tensor or per axis (no blocks), on a design with int8 arrays."""
+        op, (ins, outs) = node.op_type, _QDQ[node.op_type]
+        if not self.params.int8:
+            return f"{self.spec.name} has no int8 MACs (its dtypes are {', '.join(self.params.dtypes)})"
+        x, s, zp, y = node.inputs[0], node.input(1), node.input(2), node.outputs[0]
+        if _dtype_name(x) not in ins or _dtype_name(y) not in outs:
+            return f"{op} from {_dtype_name(x)} to {_dtype_name(y)}; the ASIC converts float32 <-> int8/uint8"
+        runtime_zp = zp is not None and not _is_const(zp)
+        if s is None or _dtype_name(s) != "float32" or not _is_const(s) or runtime_zp:
+            return f"{op} needs a constant float32 scale and a constant zero point"
+        if int(node.attr("block_size", 0)):
+            return f"{op} with block_size (blocked quantisation)"
+        if s.size != 1 and (len(s.shape) != 1 or not x.shape
+                            or s.shape[0] != x.shape[int(node.attr("axis", 1)) % len(x.shape)]):
+            return f"{op} scale of shape {s.shape} is neither per tensor nor per axis"
         return None
 
     def _check_Gemm(self, node: Node) -> str | None:
@@ -510,6 +543,8 @@ class AsicTarget(Target):
             return int(has_c) + int(scale_a) + int(has_c and node.attr("beta", 1.0) != 1.0)
         if op == "Conv":
             return int(node.input(2) is not None)
+        if op in _QDQ:
+            return _QDQ_OPS
         if op in _QUANT_OPS:
             # Zero points: the correction terms of Jacob et al., CVPR 2018, eq. 7 (row sums of the activation
             # times the weight zero point, column sums times the activation's, folded with the constant
