@@ -238,6 +238,27 @@ def test_integer_and_qlinear_forms():
     assert c.macs == 4 * 3 * 3 * 2 * 9 and c.flops == 2 * c.macs  # no bias input
 
 
+# -- recurrent (the corpus's LSTM/GRU counted 0 MACs before) -----------------------------------------------
+def test_lstm_bidirectional_with_bias():
+    # X [seq 5, batch 2, I 3], H 4, 2 directions: W [2, 16, 3], R [2, 16, 4], B [2, 32]
+    _, c = cost("LSTM", [(5, 2, 3), w(2, 16, 3), w(2, 16, 4), w(2, 32)], hidden_size=4,
+                direction="bidirectional")
+    steps = 2 * 5 * 2  # directions · seq · batch
+    assert c.macs == steps * 16 * (3 + 4)  # gates·H · (I + H) = 16 · 7 → 2,240
+    assert c.flops == 2 * c.macs + steps * (16 + 32 + 9 * 4)  # gate sums, Wb + Rb, 9 per unit
+    assert c.op_class == "gemm" and c.modeled
+
+
+def test_gru_batch_first_and_rnn_without_bias():
+    # layout 1: X [batch 2, seq 7, I 3]; GRU gates 3 · H 5 = 15
+    _, c = cost("GRU", [(2, 7, 3), w(1, 15, 3), w(1, 15, 5)], hidden_size=5, layout=1,
+                linear_before_reset=1)
+    assert c.macs == 7 * 2 * 15 * (3 + 5)  # 1,680
+    assert c.flops == 2 * c.macs + 7 * 2 * (15 + 8 * 5)
+    _, c = cost("RNN", [(4, 1, 6), w(1, 2, 6), w(1, 2, 2)], hidden_size=2)
+    assert c.macs == 4 * 1 * 2 * (6 + 2) and c.flops == 2 * c.macs + 4 * (2 + 1 * 2)  # H = 2
+
+
 # -- normalization ---------------------------------------------------------------------------------------
 def test_batchnorm():
     _, c = cost("BatchNormalization", [(1, 64, 56, 56), w(64), w(64), w(64), w(64)])

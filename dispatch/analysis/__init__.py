@@ -21,17 +21,7 @@ from dispatch.analysis.elementwise import (
     unary,
     variadic,
 )
-from dispatch.analysis.linear import (
-    attention,
-    conv,
-    conv_integer,
-    conv_transpose,
-    einsum,
-    gemm,
-    matmul,
-    qlinear_conv,
-    qlinear_matmul,
-)
+from dispatch.analysis.linear import attention, conv, conv_transpose, einsum, gemm, matmul
 from dispatch.analysis.movement import MOVEMENT, VIEWS, gather, movement, shape, slice_, view
 from dispatch.analysis.normalization import (
     batchnorm,
@@ -47,6 +37,8 @@ from dispatch.analysis.normalization import (
     softmax,
 )
 from dispatch.analysis.pooling import global_lp_pool, global_pool, lp_pool, pool
+from dispatch.analysis.quant import conv_integer, matmul_integer, qlinear_conv, qlinear_matmul
+from dispatch.analysis.recurrent import GATES, recurrent
 from dispatch.analysis.reduction import REDUCE_FLOPS, cumsum, reduce
 from dispatch.cost import OpCost
 from dispatch.ir import Graph, Node
@@ -58,15 +50,17 @@ OpFn = Callable[[Node], OpCost]
 OPS: dict[str, OpFn] = {
     # linear.py: MACs = output size × reduction length
     "Conv": conv,
-    "ConvInteger": conv_integer,
+    "ConvInteger": conv_integer,  # quant.py: int8 MACs (mac_dtype "int8")
     "QLinearConv": qlinear_conv,
     "ConvTranspose": conv_transpose,
     "Gemm": gemm,
     "MatMul": matmul,
-    "MatMulInteger": matmul,
+    "MatMulInteger": matmul_integer,
     "QLinearMatMul": qlinear_matmul,
     "Einsum": einsum,
     "Attention": attention,
+    # recurrent.py: MACs = directions · seq · batch · gates·H · (I + H)
+    **dict.fromkeys(GATES, recurrent),
     # normalization.py
     "BatchNormalization": batchnorm,
     "LayerNormalization": layernorm,
