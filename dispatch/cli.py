@@ -43,8 +43,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="targets as NAME=PRESET or NAME=path/to/spec.toml, comma-separated "
                         "(default gpu=h100-sxm,asic=tpu-v4-like; presets in targets/specs/)")
     g.add_argument("--strategy", default="optimal", metavar="NAME", help=f"{STRATEGY_HELP} (default optimal)")
-    g.add_argument("--objective", default="latency", choices=("latency", "energy", "edp"),
-                   help="what the plan minimises (default latency)")
+    g.add_argument("--objective", default="latency", choices=("latency", "energy", "edp", "makespan"),
+                   help="what the plan minimises: sequential latency, energy per inference, their product, "
+                        "or the makespan with targets overlapping (default latency)")
     g.add_argument("--precision", choices=("fp32", "tf32", "fp16", "bf16"),
                    help="precision gpu/cpu targets are predicted at (default fp32; execution is unchanged)")
     g.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",

@@ -2,36 +2,30 @@
 
 `build_plan(problem, assignment, strategy)` turns an assignment (a target per node) into a Plan:
 
-* segments: nodes are given levels, level(v) = max over predecessors u of level(u) + [target(u) != target(v)]
-  (as soon as possible), then each node is moved as late as its successors allow into a later level that
-  already holds a segment of its target (fewer, larger segments). A segment is the set of nodes with one
-  (level, target). Along any path levels never decrease and rise at every change of target, so a path that
-  leaves a segment cannot come back to it: segments are convex. Nodes of one level on different targets
-  are independent, so segments in (level, target) order are an executable order. O(V + E).
+* segments: the groups of nodes with one (level, target) (dispatch.objective.segment_levels): convex, and
+  executable in (level, target) order. O(V + E).
 * transfers: one per (tensor, destination target), the destination set being the targets of the tensor's
   consumers plus the host for graph outputs; graph inputs start on the host.
-* predicted (sequential): segments (nodes + one per-segment overhead each) plus transfers, one after another.
+* predicted: latency (segments and transfers one after another) and energy per inference, computed by
+  dispatch.objective.totals, the function the partitioner minimises: nodes, fusion savings for pairs in one
+  segment, one launch per segment, transfers, and the static power of every target holding a node while it
+  waits.
 * makespan: a list schedule in plan order where each target and each link (src->dst) runs one thing at a
   time; segments of one level on different targets overlap. It never exceeds the sequential figure.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from dispatch.cost import Cost
+from dispatch.objective import segment_levels, totals
 from dispatch.problem import Assignment, Problem, no_gc
 
-__all__ = ["Segment", "Transfer", "Slot", "Plan", "build_plan", "segment_levels", "assignment_array",
-           "MODEL_NOTE"]
-
-MODEL_NOTE = ("optimal refers to the partition model: nodes + transfers (once per tensor and destination "
-              "target) + one launch per tensor arriving on a target; predicted figures count one launch per "
-              "actual segment")
+__all__ = ["Segment", "Transfer", "Slot", "Plan", "build_plan", "segment_levels", "assignment_array"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +37,7 @@ class Segment:
     nodes: tuple[str, ...]
     inputs: tuple[str, ...]  # tensors it reads that come from outside the segment (graph inputs, transfers)
     outputs: tuple[str, ...]  # tensors it produces that are used outside it (other segments, graph outputs)
-    cost: Cost  # predicted: sum of its nodes' costs plus the target's per-segment overhead
+    cost: Cost  # predicted: its nodes' costs less fusion savings inside it, plus the target's launch
 
 
 @dataclass(frozen=True)
@@ -79,26 +73,23 @@ class Plan:
     assignment: Mapping[str, str]  # node name -> target name
     segments: tuple[Segment, ...]  # in an executable order
     transfers: tuple[Transfer, ...]
-    predicted: Cost  # sequential: segments + transfers one after another
+    predicted: Cost  # sequential latency; energy per inference including waiting targets' static power
     makespan_s: float  # when targets overlap on independent branches (list schedule)
     schedule: tuple[Slot, ...]
     lower_bound_s: float  # every node on its cheapest target, no transfers, no launches
-    optimal: bool  # proven optimal for the objective under the cost model
-    gap: float | None = None  # relative MIP gap when a time limit stopped the solver
+    optimal: bool  # proven optimal for the printed objective (dispatch/objective.py)
+    gap: float | None = None  # (objective - proven lower bound) / objective when not proven optimal
     notes: tuple[str, ...] = field(default_factory=tuple)
-    model_cost: Cost | None = None  # the assignment under the partition model (what `optimal` minimises)
+    idle_energy_j: float = 0.0  # part of predicted.energy_j: static power of targets waiting for others
 
     @property
     def transfer_bytes(self) -> int:
         return sum(t.nbytes for t in self.transfers)
 
-    @property
-    def model_objective(self) -> float | None:
-        """The partition model's objective value of this plan (None when not computed)."""
-        return None if self.model_cost is None else self.model_cost.objective(self.objective)
-
     def objective_value(self) -> float:
-        """The plan's predicted objective: sequential latency, energy, or their product."""
+        """The plan's printed objective: sequential latency, energy, their product, or the makespan."""
+        if self.objective == "makespan":
+            return self.makespan_s
         return self.predicted.objective(self.objective)
 
 
@@ -106,48 +97,6 @@ def assignment_array(problem: Problem, assignment: Mapping[str, str]) -> np.ndar
     """A plan's node -> target-name mapping as target indices aligned with the graph's nodes."""
     index = {name: j for j, name in enumerate(problem.target_names)}
     return np.fromiter((index[assignment[n]] for n in problem.node_names), np.int64, problem.num_nodes)
-
-
-def segment_levels(problem: Problem, assign: np.ndarray) -> np.ndarray:
-    """A level per node; the segments are the groups of nodes with one (level, target). See the module doc."""
-    a = np.asarray(assign, np.int64).tolist()
-    n = len(a)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    preds, succs = problem.preds, problem.succs
-    lev = [0] * n
-    for v in range(n):  # as soon as possible (graph.nodes is a topological order)
-        av, m = a[v], 0
-        for u in preds[v]:
-            x = lev[u] + (a[u] != av)
-            if x > m:
-                m = x
-        lev[v] = m
-    top = max(lev)
-    count: dict[tuple[int, int], int] = {}
-    for v in range(n):
-        count[(lev[v], a[v])] = count.get((lev[v], a[v]), 0) + 1
-    levels_of: dict[int, list[int]] = {}
-    for lv, t in sorted(count):
-        levels_of.setdefault(t, []).append(lv)
-    for v in range(n - 1, -1, -1):  # as late as successors allow, into an existing segment of the target
-        av, hi = a[v], top
-        for w in succs[v]:
-            x = lev[w] - (a[w] != av)
-            if x < hi:
-                hi = x
-        if hi <= lev[v]:
-            continue
-        lst = levels_of[av]
-        new = lst[bisect.bisect_right(lst, hi) - 1]
-        if new > lev[v]:
-            old = (lev[v], av)
-            count[old] -= 1
-            if count[old] == 0:
-                lst.remove(lev[v])
-            count[(new, av)] += 1
-            lev[v] = new
-    return np.array(lev, np.int64)
 
 
 def _group(keys: np.ndarray, values: np.ndarray, n_groups: int) -> list[np.ndarray]:
@@ -181,7 +130,11 @@ def _build_plan(problem: Problem, assignment: Assignment | np.ndarray, strategy:
     seg_of = seg_of.astype(np.int64)
     n_seg = len(uniq)
     seg_target = (uniq % p.num_targets).astype(np.int64)
-    nlat, nen = p.node_lat[rows, a], p.node_en[rows, a]
+    nlat, nen = p.node_lat[rows, a].copy(), p.node_en[rows, a].copy()
+    if len(p.pair_u):  # fusion: a pair in one segment on its target saves the absorbed node's kernel
+        fused = (a[p.pair_u] == p.pair_t) & (a[p.pair_v] == p.pair_t) & (seg_of[p.pair_u] == seg_of[p.pair_v])
+        np.subtract.at(nlat, p.pair_v[fused], p.pair_lat[fused])
+        np.subtract.at(nen, p.pair_v[fused], p.pair_en[fused])
     seg_lat = np.bincount(seg_of, weights=nlat, minlength=n_seg) + p.launch_lat[seg_target]
     seg_en = np.bincount(seg_of, weights=nen, minlength=n_seg) + p.launch_en[seg_target]
     members = _group(seg_of, rows, n_seg)
@@ -229,23 +182,23 @@ def _build_plan(problem: Problem, assignment: Assignment | np.ndarray, strategy:
         for t, s_, b, lt, et, ps, ds in zip(tt.tolist(), ss.tolist(), bb.tolist(), xl.tolist(), xe.tolist(),
                                             pseg_t.tolist(), dseg.tolist(), strict=True))
 
-    predicted = Cost(float(seg_lat.sum() + xl.sum()), float(seg_en.sum() + xe.sum()))
+    tot = totals(p, a[None, :], lev[None, :])  # the objective, as the partitioner minimises it
+    predicted = Cost(float(tot["latency_s"][0]), float(tot["energy_j"][0]))
     schedule = _schedule(p, a, segments, seg_target, seg_of, transfers, tt, bb, seg_in)
     makespan = max((s.end_s for s in schedule), default=0.0)
     notes = list(assignment.notes)
     notes.extend(p.capacity_violations(a))
+    if float(tot["idle_j"][0]) > 0:
+        notes.append("energy includes the static power (idle_w) of every target holding a node while it "
+                     "waits for the others or for a link; a target holding no node is taken as powered off")
     if p.unknown_sizes:
         notes.append(f"{p.unknown_sizes} tensors have no static shape, so their transfers are priced as "
                      "0 bytes; bind symbolic dimensions (--shape) for real figures")
-    if assignment.optimal:
-        notes.append(MODEL_NOTE)
-    model_lat, model_en = p.evaluate_batch(a[None, :])
     return Plan(strategy=strategy, objective=p.objective,
                 assignment=dict(zip(p.node_names, (names[j] for j in a.tolist()), strict=True)),
                 segments=segments, transfers=transfers, predicted=predicted, makespan_s=makespan,
                 schedule=schedule, lower_bound_s=p.lower_bound().latency_s, optimal=assignment.optimal,
-                gap=assignment.gap, notes=tuple(notes),
-                model_cost=Cost(float(model_lat[0]), float(model_en[0])))
+                gap=assignment.gap, notes=tuple(notes), idle_energy_j=float(tot["idle_j"][0]))
 
 
 def _schedule(p: Problem, a: np.ndarray, segments: tuple[Segment, ...], seg_target: np.ndarray,

@@ -1,20 +1,21 @@
-"""The partitioning problem as arrays: node costs per target, tensors and their transfer costs, launches.
+"""The partitioning problem as arrays: node costs per target, fusion pairs, transfers, launches, idle power.
 
 `Problem.build(graph, opcosts, targets, objective)` asks every target about every node once (support, cost,
-weight bytes) and stores the answers in NumPy arrays, so strategies, plan construction and what-if
-explanations work on arrays of 50,000 nodes without touching Python objects per node.
+fusion partner, weight bytes) and stores the answers in NumPy arrays, so strategies, plan construction and
+what-if explanations work on arrays of 50,000 nodes without touching Python objects per node.
 
-The partition model (what `optimal` minimises exactly) prices an assignment as
+What an assignment costs (the one objective the plan prints and the partitioner minimises) is defined in
+dispatch/objective.py; this module holds its ingredients:
 
-    sum of node costs on their targets
-  + for every tensor t and every target b in D(t) other than t's source target: transfer(t, src -> b)
-  + for every tensor t and every target b holding a consumer of t, b != src: one launch of b
+* node_lat / node_en: each node as its own kernel on each target;
+* pair_*: fusion pairs (the target folds node pair_v into pair_u's kernel, saving pair_lat / pair_en) that
+  hold only when both run in one segment on pair_t;
+* launch_lat / launch_en: one per segment of a target;
+* xfer_*: a tensor moved from one end to another (paid once per tensor and destination);
+* idle_w: the static power of a target holding at least one node, drawn while it waits.
 
-where D(t) is the set of targets holding a consumer of t, plus the host when t is a graph output. Graph
-inputs are produced on the host. "Host" is a pseudo-target with a zero link, unless a target of kind "cpu"
-is present: that target is the host. The launch term stands in for per-segment overhead, which is not
-linear in the assignment: every tensor arriving on a target is charged one launch of that target (see
-DESIGN.md, "Partitioning"). The plan itself (dispatch.plan.build_plan) counts one launch per real segment.
+Graph inputs are produced on the host. "Host" is a pseudo-target with a zero link, unless a target of kind
+"cpu" is present: that target is the host.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from targets.base import HOST_LINK, Link, Target, transfer_cost
 
 __all__ = ["Problem", "Assignment", "OBJECTIVES", "HOST", "objective_weights", "no_gc"]
 
-OBJECTIVES = ("latency", "energy", "edp")
+OBJECTIVES = ("latency", "energy", "edp", "makespan")
 _TOO_BIG = "its weights"
 HOST = "host"  # name of the pseudo-target standing for the host when no target of kind "cpu" is given
 
@@ -45,8 +46,8 @@ class Assignment:
     """A strategy's answer: a target index per node (aligned with graph.nodes), and what is proven of it."""
 
     target: np.ndarray  # int, index into Problem.target_names
-    optimal: bool = False  # proven optimal for the objective under the partition model
-    gap: float | None = None  # relative gap bound when a solver stopped early
+    optimal: bool = False  # proven optimal for the objective the plan prints (dispatch/objective.py)
+    gap: float | None = None  # (value - proven lower bound) / value when not proven optimal
     notes: tuple[str, ...] = ()
 
 
@@ -56,8 +57,8 @@ def objective_weights(objective: str) -> tuple[float, float]:
         return 1.0, 0.0
     if objective == "energy":
         return 0.0, 1.0
-    raise DispatchError(f"Objective '{objective}' is not additive; use latency or energy here "
-                        "(edp is handled by the strategies as a sweep of weighted sums).")
+    raise DispatchError(f"Objective '{objective}' is not a weighted sum of latency and energy; use latency "
+                        "or energy here (the strategies handle edp and makespan themselves).")
 
 
 @contextlib.contextmanager
@@ -148,6 +149,12 @@ class Problem:
     capacity: np.ndarray  # [T] bytes, inf when unlimited
     launch_lat: np.ndarray  # [K] per-segment overhead (0 for the host pseudo-target)
     launch_en: np.ndarray  # [K]
+    idle_w: np.ndarray  # [T] static power while a target that holds a node waits
+    pair_u: np.ndarray  # int64 [P] fusion pairs: the node whose kernel absorbs pair_v (before or after it)
+    pair_v: np.ndarray  # int64 [P] the absorbed node (joined to pair_u by a chain of sole successors)
+    pair_t: np.ndarray  # int64 [P] the target that fuses them
+    pair_lat: np.ndarray  # [P] latency saved when both run in one segment on pair_t
+    pair_en: np.ndarray  # [P] energy saved likewise
     tensor_names: tuple[str, ...]
     t_prod: np.ndarray  # int64 [E] producing node, -1 for a graph input (produced on the host)
     t_bytes: np.ndarray  # int64 [E]
@@ -157,8 +164,8 @@ class Problem:
     cons_tensor: np.ndarray  # int64 [C] the tensor of each consumer entry
     xfer_lat: np.ndarray  # [E, K, K] transfer of t from end a to end b (0 on the diagonal)
     xfer_en: np.ndarray  # [E, K, K]
-    cond_lat: np.ndarray  # [E, K, K] paid iff t's source is a and some consumer sits on b != a
-    cond_en: np.ndarray  # [E, K, K]
+    cond_lat: np.ndarray  # [E, K, K] transfer paid iff t's source is a and some consumer sits on b != a
+    cond_en: np.ndarray  # [E, K, K]    (no transfer to the host when t goes there anyway as an output)
     out_lat: np.ndarray  # [E, K] paid iff t is a graph output and its source is a
     out_en: np.ndarray  # [E, K]
     unknown_sizes: int = 0  # tensors whose shape is not static: their transfers are priced as 0 bytes
@@ -195,6 +202,8 @@ class Problem:
         wbytes = np.zeros((n, t_count), np.int64)
         capacity = np.array([np.inf if t.capacity_bytes is None else float(t.capacity_bytes) for t in tl])
         reasons: list[dict[int, str]] = [{} for _ in tl]
+        pairs: list[tuple[int, int, int, float, float]] = []
+        index = {nd.name: i for i, nd in enumerate(nodes)}
         for j, tgt in enumerate(tl):
             why_j = reasons[j]
             for i, (node, op) in enumerate(zip(nodes, opcosts, strict=True)):
@@ -212,6 +221,14 @@ class Problem:
                                                 "model.")
                         supported[i, j] = True
                         node_lat[i, j], node_en[i, j], wbytes[i, j] = c.latency_s, c.energy_j, w
+                        fused = tgt.fusion(node, op)
+                        if fused is not None and fused[0] in index:
+                            k_ = index[fused[0]]
+                            sav = fused[1]
+                            lat_s = min(max(sav.latency_s, 0.0), c.latency_s)
+                            en_s = min(max(sav.energy_j, 0.0), c.energy_j)
+                            if lat_s > 0 or en_s > 0:
+                                pairs.append((k_, i, j, lat_s, en_s))
                 if why is not None:
                     why_j[i] = why
         nowhere = np.flatnonzero(~supported.any(axis=1))
@@ -289,11 +306,11 @@ class Problem:
             raise DispatchError("A link gives a negative or infinite transfer cost; check the targets' "
                                 "[link] figures.")
         # Conditional terms: a consumer on b != a pays the transfer (unless the tensor already goes to the
-        # host as a graph output and b is the host) and one launch of b.
+        # host as a graph output and b is the host).
         to_host = np.zeros((e, k), bool)
         to_host[:, host] = t_out
-        cond_lat = xfer_lat * ~to_host[:, None, :] + launch_lat[None, None, :]
-        cond_en = xfer_en * ~to_host[:, None, :] + launch_en[None, None, :]
+        cond_lat = xfer_lat * ~to_host[:, None, :]
+        cond_en = xfer_en * ~to_host[:, None, :]
         diag = np.arange(k)
         cond_lat[:, diag, diag] = 0.0
         cond_en[:, diag, diag] = 0.0
@@ -304,7 +321,13 @@ class Problem:
                    end_names=(*names, HOST) if k > t_count else names, host=host,
                    node_names=tuple(nd.name for nd in nodes), supported=supported,
                    reasons=tuple(reasons), node_lat=node_lat, node_en=node_en, weight_bytes=wbytes,
-                   capacity=capacity, launch_lat=launch_lat, launch_en=launch_en, tensor_names=tuple(tnames),
+                   capacity=capacity, launch_lat=launch_lat, launch_en=launch_en,
+                   idle_w=np.array([float(t.spec.idle_w) for t in tl]),
+                   pair_u=np.array([q[0] for q in pairs], np.int64),
+                   pair_v=np.array([q[1] for q in pairs], np.int64),
+                   pair_t=np.array([q[2] for q in pairs], np.int64),
+                   pair_lat=np.array([q[3] for q in pairs], float),
+                   pair_en=np.array([q[4] for q in pairs], float), tensor_names=tuple(tnames),
                    t_prod=np.array(prod, np.int64), t_bytes=t_bytes, t_out=t_out, cons_ptr=cons_ptr,
                    cons_node=cons_node, cons_tensor=cons_tensor, xfer_lat=xfer_lat, xfer_en=xfer_en,
                    cond_lat=cond_lat, cond_en=cond_en, out_lat=out_lat, out_en=out_en,
@@ -363,13 +386,33 @@ class Problem:
                     out[s].append(d)
             return out
 
-    def scalar(self, w_lat: float, w_en: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(node [N,T], cond [E,K,K], out [E,K]) costs of the objective w_lat·latency + w_en·energy."""
-        node = np.where(self.supported, w_lat * np.where(self.supported, self.node_lat, 0.0)
-                        + w_en * np.where(self.supported, self.node_en, 0.0), np.inf)
-        return (node, w_lat * self.cond_lat + w_en * self.cond_en, w_lat * self.out_lat + w_en * self.out_en)
+    def terms(self, w_lat: float, w_en: float, idle: float = 0.0) -> dict[str, np.ndarray]:
+        """Every ingredient of the objective w_lat·latency + w_en·energy as one scalar each, for a plan whose
+        targets draw `idle` watts of static power in total (see dispatch/objective.py):
 
-    # -- evaluation of the partition model ----------------------------------------------------------------
+        an element of latency l and energy e running on a target of static power i costs
+        w_lat·l + w_en·(e - i·l + idle·l), because the targets' static power over the whole latency is
+        `idle`·L and the element's own energy already holds i·l of it.
+        node [N, T] (inf where unsupported), cond [E, K, K], out [E, K], launch [K], pair [P] (a saving)."""
+        ti = np.zeros(self.num_ends)
+        ti[:self.num_targets] = self.idle_w
+        lat = np.where(self.supported, self.node_lat, 0.0)
+        en = np.where(self.supported, self.node_en, 0.0)
+        node = np.where(self.supported, w_lat * lat + w_en * (en - self.idle_w[None, :] * lat + idle * lat),
+                        np.inf)
+        lw = w_lat + w_en * idle
+        return {"node": node,
+                "cond": lw * self.cond_lat + w_en * self.cond_en,
+                "out": lw * self.out_lat + w_en * self.out_en,
+                "launch": w_lat * self.launch_lat + w_en * (self.launch_en + (idle - ti) * self.launch_lat),
+                "pair": w_lat * self.pair_lat
+                + w_en * (self.pair_en + (idle - self.idle_w[self.pair_t]) * self.pair_lat)}
+
+    def scalar(self, w_lat: float, w_en: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(node [N,T], cond [E,K,K], out [E,K]) costs of w_lat·latency + w_en·energy, idle power left out."""
+        t = self.terms(w_lat, w_en)
+        return t["node"], t["cond"], t["out"]
+
     def source_ends(self, assign: np.ndarray) -> np.ndarray:
         """The end each tensor starts from: its producer's target, or the host for graph inputs."""
         a = np.asarray(assign)
@@ -377,40 +420,6 @@ class Problem:
         real = self.t_prod >= 0
         src[..., real] = a[..., self.t_prod[real]]
         return src
-
-    def evaluate_batch(self, assigns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Model latency and energy of many assignments: assigns [M, N] -> (latency [M], energy [M])."""
-        a_all = np.asarray(assigns, np.int64)
-        m_all, n = a_all.shape
-        e, k = len(self.t_prod), self.num_ends
-        lat_out = np.empty(m_all)
-        en_out = np.empty(m_all)
-        step = max(1, (1 << 22) // max(1, e * k + n))
-        cols = np.arange(n)
-        trange = np.arange(e)
-        for lo in range(0, m_all, step):
-            a = a_all[lo:lo + step]
-            m = a.shape[0]
-            lat = self.node_lat[cols, a].sum(axis=1)
-            en = self.node_en[cols, a].sum(axis=1)
-            src = self.source_ends(a)
-            lat += self.out_lat[trange, src].sum(axis=1)
-            en += self.out_en[trange, src].sum(axis=1)
-            present = np.zeros((m, e, k), bool)
-            present[np.arange(m)[:, None], self.cons_tensor[None, :], a[:, self.cons_node]] = True
-            present[np.arange(m)[:, None], trange[None, :], src] = False
-            lat += (self.cond_lat[trange[None, :], src] * present).sum(axis=(1, 2))
-            en += (self.cond_en[trange[None, :], src] * present).sum(axis=(1, 2))
-            lat_out[lo:lo + m], en_out[lo:lo + m] = lat, en
-        return lat_out, en_out
-
-    def evaluate(self, assign: np.ndarray) -> Cost:
-        """Model cost of one assignment (nodes + transfers + one launch per tensor arriving on a target)."""
-        lat, en = self.evaluate_batch(np.asarray(assign, np.int64)[None, :])
-        return Cost(float(lat[0]), float(en[0]))
-
-    def objective_value(self, assign: np.ndarray, objective: str | None = None) -> float:
-        return self.evaluate(assign).objective(objective or self.objective)
 
     # -- feasibility ------------------------------------------------------------------------------------
     def check_assignment(self, assign: np.ndarray) -> None:
@@ -439,5 +448,10 @@ class Problem:
         return out
 
     def lower_bound(self) -> Cost:
-        """Every node on its cheapest target (per component), no transfers, no launches."""
-        return Cost(float(np.min(self.node_lat, axis=1).sum()), float(np.min(self.node_en, axis=1).sum()))
+        """Every node on its cheapest target (per component, fused where it can be), no transfers, launches or
+        idle power."""
+        lat, en = self.node_lat.copy(), self.node_en.copy()
+        np.subtract.at(lat, (self.pair_v, self.pair_t), self.pair_lat)
+        np.subtract.at(en, (self.pair_v, self.pair_t), self.pair_en)
+        return Cost(float(np.maximum(lat.min(axis=1), 0.0).sum()),
+                    float(np.maximum(en.min(axis=1), 0.0).sum()))

@@ -135,7 +135,7 @@ def plan_section(plan: Any, costs: Sequence[OpCost] | None = None, graph: Graph 
     used = list(dict.fromkeys(s.target for s in plan.segments))
     lat, en = plan.predicted.latency_s, plan.predicted.energy_j
     predicted = {"latency_s": lat, "makespan_s": plan.makespan_s, "energy_j": en,
-                 "transfer_bytes": plan.transfer_bytes,
+                 "idle_energy_j": plan.idle_energy_j, "transfer_bytes": plan.transfer_bytes,
                  "average_power_w": en / lat if lat > 0 else None,
                  "usd_per_million_inferences": usd_per_million(lat, used, targets) if targets else None}
     return {"strategy": plan.strategy, "objective": plan.objective, "optimal": plan.optimal, "gap": plan.gap,
@@ -146,7 +146,7 @@ def plan_section(plan: Any, costs: Sequence[OpCost] | None = None, graph: Graph 
 
 
 _STRATEGY_KEYS = ("latency_s", "makespan_s", "energy_j", "transfer_bytes", "segments", "objective",
-                  "model_objective", "optimal", "fits", "error")
+                  "optimal", "gap", "fits", "error")
 
 
 def strategies_section(strategies: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, dict[str, Any]],
@@ -400,8 +400,9 @@ def _render_plan(console: Any, r: Mapping[str, Any], ops: str | int) -> None:
     pr = p["predicted"]
     _say(console, f"Predicted: latency {_sec(pr['latency_s'], plain)} (segments and transfers in "
                   f"sequence), makespan {_sec(pr['makespan_s'], plain)} (targets overlapping), energy "
-                  f"{_joule(pr['energy_j'], plain)} per inference, {_bytes(pr['transfer_bytes'])} "
-                  "transferred.")
+                  f"{_joule(pr['energy_j'], plain)} per inference (of which "
+                  f"{_joule(pr.get('idle_energy_j', 0.0), plain)} static power of targets waiting), "
+                  f"{_bytes(pr['transfer_bytes'])} transferred.")
     extra = [f"lower bound {_sec(p['lower_bound_s'], plain)} (each node on its cheapest target, no "
              "transfers)"]
     if pr.get("average_power_w") is not None:

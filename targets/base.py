@@ -103,6 +103,12 @@ class Target(ABC):
         """Fixed cost of running one segment (a session call, a program load)."""
         return Cost()
 
+    def fusion(self, node: Node, op: OpCost) -> tuple[str, Cost] | None:
+        """When this target's compiler folds `node` into another node of the graph: (that node's name, the
+        cost saved, at most `cost(node, op)`). The saving holds only when both run in one segment on this
+        target (the partitioner and the plan apply it so); None when the node is not fused."""
+        return None
+
     def weight_bytes(self, node: Node, op: OpCost) -> int:
         """Bytes of on-chip capacity the node's weights take (counted against capacity_bytes)."""
         return op.param_bytes

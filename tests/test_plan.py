@@ -16,6 +16,7 @@ from test_partition import US, FakeTarget, chain, make_graph, random_dag, random
 from dispatch.cost import Cost
 from dispatch.errors import DispatchError
 from dispatch.explain import explain, render_explain
+from dispatch.objective import evaluate, evaluate_batch, segment_levels, segment_levels_batch
 from dispatch.partition import build_problem, plan, plan_problem, strategy_names
 from dispatch.plan import Plan, assignment_array, build_plan
 from dispatch.plan_io import load_plan, save_plan
@@ -69,13 +70,23 @@ def check_invariants(p: Problem, pl: Plan) -> None:
         outs = {v.name for n in s.nodes for v in g.node(n).outputs
                 if v.is_graph_output or any(c.name not in inside for c in v.consumers)}
         assert set(s.inputs) == ins and set(s.outputs) == outs
-    # Figures: segments = nodes + one overhead each; predicted = segments + transfers.
+    # Figures: segments = nodes - fusion savings of pairs inside them + one overhead each;
+    # latency = segments + transfers; energy = theirs + the static power of every used target while it waits.
+    busy: dict[str, float] = defaultdict(float)
     for s in pl.segments:
         j = p.target_index(s.target)
-        lat = sum(p.node_lat[g.node(n).index, j] for n in s.nodes) + p.launch_lat[j]
+        idx = {g.node(n).index for n in s.nodes}
+        saved = sum(p.pair_lat[k] for k in range(len(p.pair_u))
+                    if p.pair_t[k] == j and p.pair_u[k] in idx and p.pair_v[k] in idx)
+        lat = sum(p.node_lat[i, j] for i in idx) - saved + p.launch_lat[j]
         assert s.cost.latency_s == pytest.approx(lat, rel=1e-12, abs=1e-18)
+        busy[s.target] += s.cost.latency_s
     total = sum(s.cost.latency_s for s in pl.segments) + sum(t.cost.latency_s for t in pl.transfers)
     assert pl.predicted.latency_s == pytest.approx(total, rel=1e-12, abs=1e-18)
+    idle = sum(p.idle_w[p.target_index(t)] * (total - b) for t, b in busy.items())
+    energy = sum(s.cost.energy_j for s in pl.segments) + sum(t.cost.energy_j for t in pl.transfers) + idle
+    assert pl.idle_energy_j == pytest.approx(idle, rel=1e-9, abs=1e-18)
+    assert pl.predicted.energy_j == pytest.approx(energy, rel=1e-9, abs=1e-18)
     assert pl.lower_bound_s <= pl.predicted.latency_s * (1 + 1e-12)
     check_schedule(pl)
 
@@ -135,15 +146,24 @@ def test_every_strategy_gives_a_valid_plan(seed: int, n: int, t: int) -> None:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 20), t=st.sampled_from([2, 3]))
-def test_without_launch_overhead_predicted_equals_the_partition_model(seed: int, n: int, t: int) -> None:
-    # With no per-segment overhead the model and the plan count the same things: nodes and transfers.
+def test_plan_figures_are_the_objective_the_partitioner_minimises(seed: int, n: int, t: int) -> None:
+    # One function: build_plan's figures equal dispatch.objective's, one by one and in a batch (whose
+    # vectorised segment levels equal the plan's), with launches, fusion pairs and idle power.
     rng = np.random.default_rng(seed)
     g = random_dag(rng, n)
-    p = build_problem(g, random_targets(rng, g, t, overhead=False))
-    a = np.array([rng.choice(np.flatnonzero(p.supported[i])) for i in range(n)], np.int64)
-    pl = build_plan(p, a, "random")
-    assert pl.predicted.latency_s == pytest.approx(pl.model_cost.latency_s, rel=1e-12)
-    assert pl.predicted.energy_j == pytest.approx(pl.model_cost.energy_j, rel=1e-12)
+    p = build_problem(g, random_targets(rng, g, t, idle=True, fusion=True))
+    many = np.array([[rng.choice(np.flatnonzero(p.supported[i])) for i in range(n)] for _ in range(8)])
+    lat, en = evaluate_batch(p, many)
+    levels = segment_levels_batch(p, many)
+    for a, la, ea, lv in zip(many, lat, en, levels, strict=True):
+        pl = build_plan(p, a, "random")
+        check_invariants(p, pl)
+        assert (lv == segment_levels(p, a)).all()
+        assert pl.predicted.latency_s == pytest.approx(la, rel=1e-12)
+        assert pl.predicted.energy_j == pytest.approx(ea, rel=1e-12)
+        assert evaluate(p, a) == pl.predicted
+        used = {p.target_index(tg) for tg in pl.assignment.values()}
+        assert pl.predicted.energy_j >= sum(p.idle_w[j] for j in used) * pl.predicted.latency_s * (1 - 1e-9)
 
 
 def test_transfer_costs_match_targets_base_transfer_cost() -> None:
@@ -245,19 +265,19 @@ def test_explain_what_if_counts_transfers_and_segments() -> None:
         explain(pl, p, "nope")
 
 
-def test_optimal_plan_has_no_move_that_improves_the_model() -> None:
-    # In an optimal plan no single node move lowers the partition model's objective.
+def test_optimal_plan_has_no_move_that_improves_the_printed_objective() -> None:
+    # In an optimal plan no single node move lowers the printed objective.
     rng = np.random.default_rng(11)
     g = random_dag(rng, 14)
-    p = build_problem(g, random_targets(rng, g, 3))
+    p = build_problem(g, random_targets(rng, g, 3, idle=True, fusion=True))
     pl = plan_problem(p, "optimal", mip_rel_gap=1e-9)
     a = assignment_array(p, pl.assignment)
-    base = p.objective_value(a)
+    base = pl.objective_value()
     for v in range(p.num_nodes):
         for j in np.flatnonzero(p.supported[v]):
             b = a.copy()
             b[v] = j
-            assert p.objective_value(b) >= base * (1 - 1e-9)
+            assert build_plan(p, b, "moved").objective_value() >= base * (1 - 1e-9)
 
 
 # -- plans as data ------------------------------------------------------------------------------------------

@@ -130,6 +130,6 @@ def compare_strategies(problem: Problem, strategies: Iterable[str] | None = None
         out[name] = {"latency_s": pl.predicted.latency_s, "makespan_s": pl.makespan_s,
                      "energy_j": pl.predicted.energy_j, "transfer_bytes": pl.transfer_bytes,
                      "segments": len(pl.segments), "objective": pl.objective_value(),
-                     "model_objective": pl.model_objective, "optimal": pl.optimal,
+                     "optimal": pl.optimal, "gap": pl.gap,
                      "fits": not problem.capacity_violations(assignment_array(problem, pl.assignment))}
     return out

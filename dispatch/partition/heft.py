@@ -2,7 +2,7 @@
 
 1. Upward rank: rank(v) = w̄(v) + max over successors c of (c̄(v, c) + rank(c)), where w̄ is the node's
    mean latency over the targets that support it and c̄ the mean cost of moving the tensor between two
-   different targets (transfer plus the receiving target's launch, as in the partition model).
+   different targets (transfer plus the receiving target's launch).
 2. Nodes in decreasing rank (a topological order; ties by graph order), each on the supported target that
    gives it the earliest finish time, with the insertion policy: a node may fill an idle gap on a target
    if it fits there after its inputs are ready.
@@ -30,7 +30,8 @@ def upward_ranks(problem: Problem) -> np.ndarray:
     wbar = np.where(sup, p.node_lat, 0.0).sum(axis=1) / sup.sum(axis=1)
     t = p.num_targets
     if t > 1:
-        c = p.cond_lat[:, :t, :t]
+        c = p.cond_lat[:, :t, :t] + p.launch_lat[None, None, :t]
+        c[:, np.arange(t), np.arange(t)] = 0.0
         cbar = c.sum(axis=(1, 2)) / (t * (t - 1))  # the diagonal is zero
     else:
         cbar = np.zeros(len(p.t_prod))
@@ -80,7 +81,7 @@ def _heft(problem: Problem) -> Assignment:
     sup = p.supported.tolist()
     lat = p.node_lat.tolist()
     prod = p.t_prod.tolist()
-    cond = p.cond_lat  # [E, K, K]
+    cond = p.cond_lat + p.launch_lat[None, None, :]  # [E, K, K]: transfer plus the receiver's launch
     host = p.host
     starts: list[list[float]] = [[] for _ in range(t)]
     ends: list[list[float]] = [[] for _ in range(t)]

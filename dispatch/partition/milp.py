@@ -1,12 +1,16 @@
 """Three or more targets, or capacity limits: an integer program solved by HiGHS (scipy.optimize.milp).
 
+It minimises G, the objective less launches and idle power (which the caller handles), with a fusion saving
+counted whenever the pair shares its target (see dispatch.partition.cut, which minimises the same G):
+
 Variables
-  x[v,b] in {0,1}  node v runs on target b (only where b supports v)
+  x[v,b] in {0,1}  node v runs on target b (only where b supports v and the caller allows it)
+  f[k] in [0,1]    fusion pair k (u, v on target t) counted: f[k] <= x[u,t], f[k] <= x[v,t]
   z[t,a,b] in [0,1]  tensor t, produced on end a, is needed on target b != a (only where t's producer
                      can run on a, or a is the host for a graph input, and some consumer of t can run on b)
 Objective
-  sum node[v,b]·x[v,b] + sum out[t,a]·x[prod(t),a] + sum cond[t,a,b]·z[t,a,b]
-  (node costs; a graph output's transfer to the host; transfer plus one launch per destination target)
+  sum node[v,b]·x[v,b] + sum out[t,a]·x[prod(t),a] + sum cond[t,a,b]·z[t,a,b] - sum pair[k]·f[k]
+  (node costs; a graph output's transfer to the host; a transfer per destination target; fusion)
 Constraints
   sum_b x[v,b] = 1                                          every node placed once
   x[c,b] - x[prod(t),b] - sum_{a != b} z[t,a,b] <= 0        a consumer c of t on b needs t there
@@ -18,7 +22,8 @@ each tensor is paid once per destination target. z may stay continuous.
 
 The LP relaxation is solved first (dual simplex): on dataflow graphs it is often integral in x, and then it
 is the integer optimum (the relaxation's value bounds the integer program from below). Otherwise, or if
-rounding breaks a capacity, scipy.optimize.milp solves the integer program in the time left.
+rounding breaks a capacity, scipy.optimize.milp solves the integer program in the time left; its dual bound
+is the proven lower bound when a time limit stops it.
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ import scipy.sparse as sp
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from dispatch.errors import DispatchError
-from dispatch.problem import Assignment, Problem
+from dispatch.partition.cut import relaxed_value
+from dispatch.problem import Problem
 
-__all__ = ["solve_milp"]
+__all__ = ["solve_milp", "capacity_error"]
 
 
-def _capacity_error(p: Problem) -> DispatchError:
+def capacity_error(p: Problem) -> DispatchError:
     """One sentence for a problem whose weights cannot fit the capacities together."""
     only = p.supported.sum(axis=1) == 1
     for j in np.flatnonzero(np.isfinite(p.capacity)):
@@ -53,16 +59,16 @@ def _capacity_error(p: Problem) -> DispatchError:
                          "without a capacity limit or raise the capacities.")
 
 
-def solve_milp(problem: Problem, w_lat: float, w_en: float, *, time_limit_s: float = 20.0,
-               mip_rel_gap: float = 1e-6, relax_first: bool = True) -> Assignment | None:
-    """Minimise w_lat·latency + w_en·energy of the partition model; None when no solution came in time.
+def solve_milp(problem: Problem, node: np.ndarray, cond: np.ndarray, out: np.ndarray, pair: np.ndarray, *,
+               time_limit_s: float = 20.0, mip_rel_gap: float = 1e-6,
+               relax_first: bool = True) -> tuple[np.ndarray, float, float, str] | None:
+    """(assignment, proven lower bound on min G, G of it, note); None when no solution came in time.
 
-    relax_first=False goes straight to the integer program (the tests check both paths agree)."""
+    node [N, T] is inf where a node may not go. relax_first=False goes straight to the integer program."""
     p = problem
     n, t, k, h = p.num_nodes, p.num_targets, p.num_ends, p.host
     e = len(p.t_prod)
-    node, cond, out = p.scalar(w_lat, w_en)
-    sup = p.supported
+    sup = np.isfinite(node)
     real = p.t_prod >= 0
     nx = int(sup.sum())
     xi = np.full((n, t), -1, np.int64)
@@ -82,7 +88,10 @@ def solve_milp(problem: Problem, w_lat: float, w_en: float, *, time_limit_s: flo
     nz = int(zmask.sum())
     zi = np.full((e, k, t), -1, np.int64)
     zi[zmask] = nx + np.arange(nz)
-    c = np.concatenate([cx[sup], cond[:, :, :t][zmask]])
+    pk = np.flatnonzero((pair > 0) & sup[p.pair_u, p.pair_t] & sup[p.pair_v, p.pair_t])
+    nf = len(pk)
+    fi = nx + nz + np.arange(nf)
+    c = np.concatenate([cx[sup], cond[:, :, :t][zmask], -pair[pk]])
     scale = 1e3 / max(float(np.max(np.abs(c), initial=0.0)), 1e-300)
 
     rows: list[np.ndarray] = []
@@ -131,6 +140,14 @@ def solve_milp(problem: Problem, w_lat: float, w_en: float, *, time_limit_s: flo
     lo.append(np.full(len(tz), -np.inf))
     hi.append(np.zeros(len(tz)))
     n_rows += len(tz)
+    # a fusion pair counts only where both nodes are on its target
+    for end in (p.pair_u, p.pair_v):
+        r = n_rows + np.arange(nf)
+        block(r, fi, 1.0)
+        block(r, xi[end[pk], p.pair_t[pk]], -1.0)
+        lo.append(np.full(nf, -np.inf))
+        hi.append(np.zeros(nf))
+        n_rows += nf
     # weight capacity (rows scaled by the capacity)
     for b in np.flatnonzero(np.isfinite(p.capacity)):
         vs = np.flatnonzero(sup[:, b])
@@ -140,9 +157,9 @@ def solve_milp(problem: Problem, w_lat: float, w_en: float, *, time_limit_s: flo
         n_rows += 1
 
     a_mat = sp.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=(n_rows, nx + nz))
+                         shape=(n_rows, nx + nz + nf))
     lo_all, hi_all = np.concatenate(lo), np.concatenate(hi)
-    size = f"{nx} binary + {nz} continuous variables, {n_rows} rows"
+    size = f"{nx} binary + {nz + nf} continuous variables, {n_rows} rows"
     start = time.perf_counter()
 
     # The LP relaxation first (see the module doc): it skips HiGHS' MIP presolve and heuristics, which
@@ -152,34 +169,35 @@ def solve_milp(problem: Problem, w_lat: float, w_en: float, *, time_limit_s: flo
                  bounds=(0.0, 1.0), method="highs-ds",
                  options={"time_limit": float(time_limit_s), "presolve": True}) if relax_first else None
     if lp is not None and lp.status == 2:
-        raise _capacity_error(p)
+        raise capacity_error(p)
     if lp is not None and lp.status == 0 and lp.x is not None:
         xs = lp.x[:nx]
         if np.abs(xs - np.rint(xs)).max(initial=0.0) <= 1e-6:
-            assign = _assignment(p, xs)
+            assign = _assignment(p, sup, xs)
             if not p.capacity_violations(assign):
-                return Assignment(assign, optimal=True, gap=0.0, notes=(
-                    f"MILP ({size}): its LP relaxation (HiGHS dual simplex via scipy.optimize.linprog) "
-                    "has an integral optimum, so that is optimal",))
+                value = float(relaxed_value(p, node, cond, out, pair, assign[None, :])[0])
+                return assign, min(float(lp.fun) / scale, value), value, (
+                    f"MILP ({size}): its LP relaxation (HiGHS dual simplex) has an integral optimum")
     left = max(float(time_limit_s) - (time.perf_counter() - start), 1.0)
     res = milp(c * scale, constraints=LinearConstraint(a_mat, lo_all, hi_all),
-               integrality=np.concatenate([np.ones(nx), np.zeros(nz)]), bounds=Bounds(0.0, 1.0),
+               integrality=np.concatenate([np.ones(nx), np.zeros(nz + nf)]), bounds=Bounds(0.0, 1.0),
                options={"time_limit": left, "mip_rel_gap": float(mip_rel_gap), "disp": False})
     if res.status == 2:
-        raise _capacity_error(p)
+        raise capacity_error(p)
     if res.x is None:
         return None
-    gap = getattr(res, "mip_gap", None)
-    gap = None if gap is None or not np.isfinite(gap) else float(gap)
-    proven = res.status == 0
+    assign = _assignment(p, sup, res.x[:nx])
+    value = float(relaxed_value(p, node, cond, out, pair, assign[None, :])[0])
+    dual = getattr(res, "mip_dual_bound", None)
+    if dual is None or not np.isfinite(dual):
+        dual = -np.inf
     note = (f"MILP (HiGHS via scipy.optimize.milp): {size}; "
-            + (f"optimal within relative gap {mip_rel_gap:g}" if proven
-               else f"stopped by the {time_limit_s:g} s time limit, gap {gap}"))
-    return Assignment(_assignment(p, res.x[:nx]), optimal=proven, gap=gap, notes=(note,))
+            + ("solved" if res.status == 0 else f"stopped by the {time_limit_s:g} s time limit"))
+    return assign, min(float(dual) / scale, value), value, note
 
 
-def _assignment(p: Problem, xs: np.ndarray) -> np.ndarray:
+def _assignment(p: Problem, sup: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Target per node from the x part of a solution (the largest x of each node)."""
     xv = np.full((p.num_nodes, p.num_targets), -1.0)
-    xv[p.supported] = xs
+    xv[sup] = xs
     return np.argmax(xv, axis=1).astype(np.int64)
