@@ -15,7 +15,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from dispatch.errors import DispatchError
-from dispatch.ir import Graph, gc_paused
+from dispatch.ir import Graph, gc_paused, outer_scope_reads
 from dispatch.opset import KNOWN_DOMAINS, MAX_OPSET, MIN_OPSET, check_opset
 
 __all__ = ["load", "load_model_proto", "MIN_OPSET", "MAX_OPSET", "KNOWN_DOMAINS", "parse_shapes"]
@@ -26,7 +26,6 @@ __all__ = ["load", "load_model_proto", "MIN_OPSET", "MAX_OPSET", "KNOWN_DOMAINS"
 _NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
             "Bernoulli", "If", "Loop", "Scan", "SequenceConstruct", "SequenceEmpty", "Optional",
             "DequantizeLinear"}
-_SUBGRAPH_OPS = {"If", "Loop", "Scan"}
 # A folded constant larger than this (64 MiB of fp32) that is also larger than every input it is computed from
 # (ConstantOfShape, Expand, Tile, Range ...) is left as a node: materialising it would only bloat the model.
 _FOLD_MAX_ELEMENTS = 1 << 24
@@ -102,20 +101,6 @@ def _load_external_data(model: onnx.ModelProto, base: Path) -> None:
 
 
 # -- structure checks -----------------------------------------------------------------------------------
-def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
-    """Outer-scope names read inside the node's subgraphs (If/Loop/Scan bodies): hidden dependencies."""
-    reads: set[str] = set()
-    for a in node.attribute:
-        for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else
-                    list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []):
-            local = {i.name for i in sub.input} | {i.name for i in sub.initializer}
-            for n in sub.node:
-                reads.update(x for x in n.input if x and x not in local)
-                reads.update(_subgraph_reads(n) - local)
-                local.update(n.output)
-    return reads
-
-
 def _sort_nodes(graph: onnx.GraphProto) -> None:
     """Name every node uniquely, check every input has a source, and sort topologically (Kahn)."""
     nodes = graph.node
@@ -130,7 +115,7 @@ def _sort_nodes(graph: onnx.GraphProto) -> None:
         names.add(name)
         if ordered:
             ordered = all(x in seen for x in n.input) and \
-                (n.op_type not in _SUBGRAPH_OPS or _subgraph_reads(n) <= seen)
+                (not n.attribute or all(x in seen for x in outer_scope_reads(n)))
             seen.update(n.output)
     if ordered:
         return
@@ -138,8 +123,8 @@ def _sort_nodes(graph: onnx.GraphProto) -> None:
     producer: dict[str, int] = {}
     for i, n in enumerate(nodes):
         ins = list(n.input)
-        inputs.append(set(ins) | _subgraph_reads(n) if n.op_type in _SUBGRAPH_OPS else
-                      ins if len(ins) == len(set(ins)) else list(dict.fromkeys(ins)))
+        ins += outer_scope_reads(n)  # If/Loop/Scan bodies: hidden dependencies
+        inputs.append(ins if len(ins) == len(set(ins)) else list(dict.fromkeys(ins)))
         producer.update(dict.fromkeys(n.output, i))
     indeg = [0] * len(nodes)
     users: list[list[int]] = [[] for _ in nodes]
@@ -470,6 +455,7 @@ def _fold_constants(model: onnx.ModelProto, opset: int) -> bool:
             continue
         ins = [n for n in node.input if n]
         needed.update(ins)
+        needed.update(outer_scope_reads(node))  # a subgraph's reads keep their initializers too
         if not reinfer and any(n in folded_outs for n in ins):
             reinfer = any(_static_dims(info.get(o)) is None for o in node.output if o)
     for i in sorted(folded, reverse=True):

@@ -16,7 +16,8 @@ from onnx import helper
 
 from dispatch.errors import DispatchError
 
-__all__ = ["Value", "Node", "Graph", "numpy_dtype", "gc_paused", "external_placeholder", "SHARED_MIN_BYTES"]
+__all__ = ["Value", "Node", "Graph", "numpy_dtype", "gc_paused", "external_placeholder", "outer_scope_reads",
+           "SHARED_MIN_BYTES"]
 
 # Initializers at least this large live only in Value.const; Graph.model keeps a typed placeholder for them.
 SHARED_MIN_BYTES = 4096
@@ -129,6 +130,40 @@ def external_placeholder(name: str, arr: np.ndarray) -> onnx.TensorProto:
     return t
 
 
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    out: list[onnx.GraphProto] = []
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            out.append(a.g)
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            out.extend(a.graphs)
+    return out
+
+
+def _graph_reads(g: onnx.GraphProto) -> dict[str, None]:
+    """Names a subgraph reads that it does not define (its inputs, initializers and node outputs), in order of
+    first use, nested subgraphs included."""
+    defined = {i.name for i in g.input} | {i.name for i in g.initializer} | \
+        {i.name for i in g.sparse_initializer} | {o for n in g.node for o in n.output} | {""}
+    used: dict[str, None] = {}
+    for n in g.node:
+        used.update(dict.fromkeys(n.input))
+        for sub in _subgraphs(n):
+            used.update(_graph_reads(sub))
+    return {name: None for name in used if name not in defined}
+
+
+def outer_scope_reads(node: onnx.NodeProto) -> list[str]:
+    """Tensors of the enclosing graph that the node's subgraphs (If branches, Loop and Scan bodies) read:
+    inputs the node takes without listing them. Empty for a node without subgraphs."""
+    if not node.attribute:
+        return []
+    reads: dict[str, None] = {}
+    for sub in _subgraphs(node):
+        reads.update(_graph_reads(sub))
+    return list(reads)
+
+
 class _Values(dict):
     """name -> Value, creating the Value on first lookup (used only while a Graph is built)."""
 
@@ -139,7 +174,12 @@ class _Values(dict):
 
 @dataclass(eq=False)
 class Node:
-    """One operator. Inputs are positional (None where an optional input is omitted)."""
+    """One operator. Inputs are positional (None where an optional input is omitted).
+
+    `implicit_inputs`: the outer-scope tensors an If, Loop or Scan reads inside its subgraphs. They are
+    inputs like the others wherever the node's data flow matters (present_inputs, predecessors, the Values'
+    consumers, hence the partitioner's transfers and segment inputs), but have no position in `inputs`.
+    """
 
     name: str
     op_type: str
@@ -149,6 +189,8 @@ class Node:
     attrs: dict[str, Any]
     index: int  # position in the graph's topological order
     proto: onnx.NodeProto
+    implicit_inputs: tuple[Value, ...] = ()
+    opset: int = 0  # the version of its domain the model imports (0: not known)
 
     def attr(self, name: str, default: Any = None) -> Any:
         return self.attrs.get(name, default)
@@ -159,7 +201,11 @@ class Node:
 
     @property
     def present_inputs(self) -> list[Value]:
-        return [v for v in self.inputs if v is not None]
+        """The inputs given, then the implicit (outer-scope) ones not among them."""
+        present = [v for v in self.inputs if v is not None]
+        if self.implicit_inputs:
+            present += [v for v in self.implicit_inputs if v not in present]
+        return present
 
     @property
     def predecessors(self) -> list[Node]:
@@ -280,6 +326,7 @@ class Graph:
 
         used_names: set[str] = set()
         values = self.values
+        opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in self.model.opset_import}
         for i, p in enumerate(g.node):
             name = p.name or f"{p.op_type}_{i}"
             if name in used_names:
@@ -289,8 +336,10 @@ class Graph:
             used_names.add(name)
             ins = tuple([values[n] if n else None for n in p.input])
             outs = tuple([values[n] for n in p.output if n])
+            implicit = tuple([values[n] for n in outer_scope_reads(p)]) if p.attribute else ()
             node = Node(name, p.op_type, p.domain, ins, outs,
-                        {a.name: _attr_value(a) for a in p.attribute} if p.attribute else {}, i, p)
+                        {a.name: _attr_value(a) for a in p.attribute} if p.attribute else {}, i, p, implicit)
+            node.opset = opsets.get("" if p.domain == "ai.onnx" else p.domain, 0)
             for v in node.present_inputs:
                 v.consumers.append(node)
             for v in outs:

@@ -16,7 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from dispatch.errors import DispatchError
-from dispatch.ir import Graph, Node, external_placeholder
+from dispatch.ir import Graph, Node, external_placeholder, outer_scope_reads
 
 __all__ = ["extract", "extract_shared", "SHARE_MIN_BYTES"]
 
@@ -24,26 +24,9 @@ __all__ = ["extract", "extract_shared", "SHARE_MIN_BYTES"]
 SHARE_MIN_BYTES = 4096
 
 
-def _subgraph_refs(g: onnx.GraphProto) -> set[str]:
-    """Names a subgraph (If/Loop/Scan body) reads from the enclosing scope."""
-    defined = {i.name for i in g.input} | {i.name for i in g.initializer}
-    used: set[str] = set()
-    for n in g.node:
-        used |= _node_reads(n)
-        defined |= set(n.output)
-    return used - defined
-
-
 def _node_reads(n: onnx.NodeProto) -> set[str]:
     """Every tensor a node reads, including outer-scope names its subgraphs capture."""
-    reads = {i for i in n.input if i}
-    for a in n.attribute:
-        if a.type == onnx.AttributeProto.GRAPH:
-            reads |= _subgraph_refs(a.g)
-        elif a.type == onnx.AttributeProto.GRAPHS:
-            for sg in a.graphs:
-                reads |= _subgraph_refs(sg)
-    return reads
+    return {i for i in n.input if i} | set(outer_scope_reads(n))
 
 
 def _value_info(graph: Graph, name: str) -> onnx.ValueInfoProto:
