@@ -146,3 +146,26 @@ def test_scan_reading_an_outer_value_and_a_shared_weight(strategy: str,
             assert target_of["mm"] == "asic"
         result = d.validate()
         assert result.ok and [o.name for o in result.outputs] == ["s", "ys"]
+
+
+def test_folding_keeps_initializers_and_values_a_subgraph_reads() -> None:
+    # W2 = W + W folds to a constant; W is read by the fold and by the If's branch, W2 only by the branch:
+    # both must survive folding (they were dropped: only listed inputs counted as still needed).
+    then_g = helper.make_graph([helper.make_node("Add", ["x", "W"], ["t"])], "then", [],
+                               [vi("t", F, [2, 3])])
+    else_g = helper.make_graph([helper.make_node("Add", ["x", "W2"], ["e"])], "else", [],
+                               [vi("e", F, [2, 3])])
+    nodes = [helper.make_node("Add", ["W", "W"], ["W2"], name="fold_me"),
+             helper.make_node("If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g, name="if")]
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    graph = helper.make_graph(nodes, "fold_if", [vi("x", F, [2, 3]), vi("cond", TensorProto.BOOL, [])],
+                              [vi("y", F, [2, 3])], [numpy_helper.from_array(w, "W")])
+    g = load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert [n.name for n in g.nodes] == ["if"]
+    assert {v.name for v in g.node("if").implicit_inputs} == {"x", "W", "W2"}
+    np.testing.assert_array_equal(g.values["W2"].const, 2 * w)
+    x = np.ones((2, 3), np.float32)
+    with Dispatcher(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])) as d:
+        for cond, want in ((True, x + w), (False, x + 2 * w)):
+            (y,) = d.run({"x": x, "cond": np.asarray(cond)}).values()
+            np.testing.assert_array_equal(y, want)
