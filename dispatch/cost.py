@@ -14,7 +14,8 @@ OP_CLASSES = ("gemm", "conv", "elementwise", "reduction", "normalization", "move
 class OpCost:
     """The work one operator does, independent of where it runs.
 
-    flops counts a multiply-add as two; macs counts it once (Conv, MatMul, Gemm, Einsum only).
+    flops counts a multiply-add as two; macs counts it once (Conv, MatMul, Gemm, Einsum only); mac_dtype is
+    "int8" for the integer ops (8-bit operands, int32 sums), "" for float MACs in the tensors' dtype.
     bytes_read/bytes_written are the sizes of the inputs/outputs; param_bytes the constant inputs.
     """
 
@@ -26,6 +27,7 @@ class OpCost:
     op_class: str = "other"
     free: bool = False  # a pure view: no data moves (Reshape, Squeeze, Identity ...)
     modeled: bool = True  # False: no compute model for this op_type; bytes only
+    mac_dtype: str = ""  # "int8": integer MACs; "": float MACs in the tensors' dtype
 
     def __add__(self, other: OpCost) -> OpCost:
         if not isinstance(other, OpCost):
@@ -39,7 +41,15 @@ class OpCost:
             op_class=self.op_class if self.op_class == other.op_class else "other",
             free=self.free and other.free,
             modeled=self.modeled and other.modeled,
+            mac_dtype=self._sum_mac_dtype(other),
         )
+
+    def _sum_mac_dtype(self, other: OpCost) -> str:
+        """The MAC dtype of a sum: the one dtype of the terms with MACs, "mixed" when they differ."""
+        kinds = {c.mac_dtype for c in (self, other) if c.macs}
+        if len(kinds) == 1:
+            return kinds.pop()
+        return "mixed" if kinds else self.mac_dtype or other.mac_dtype
 
     def __radd__(self, other: object) -> OpCost:
         if other == 0:  # sum() starts from 0
