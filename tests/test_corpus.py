@@ -1,0 +1,116 @@
+"""The corpus of third-party architectures (models/corpus.py): the table, the output comparison, the NMS
+kernel, and (slow) every architecture through every stage: export, load, MACs against FlopCounterMode, plan
+optimal and ASIC-first, run, outputs against torch's. benchmarks/bench_corpus.py writes the same stages as a
+table in benchmarks/results/corpus.md.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dispatch.errors import DispatchError
+from models.__main__ import main
+from models.corpus import CORPUS, get_corpus_entry, list_corpus
+from models.corpus_check import MAC_TOLERANCE, STAGES, asic_first, check, compare
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- the table ---------------------------------------------------------------------------------------------
+def test_corpus_covers_what_the_issue_asks_for() -> None:
+    assert len(CORPUS) >= 15 and list_corpus() == list(CORPUS)
+    assert {e.library for e in CORPUS.values()} == {"torchvision", "timm", "transformers", "torch"}
+    text = " ".join(e.exercises + " " + e.description for e in CORPUS.values())
+    for feature in ("HardSwish", "SiLU", "GELU", "depthwise", "grouped", "attention", "shifted windows",
+                    "BertModel", "GPT2Model", "T5Model", "LSTM", "GRU", "TopK", "NonMaxSuppression"):
+        assert feature in text, feature
+    for e in CORPUS.values():
+        assert e.inputs and e.output_names and e.description and e.exercises
+
+
+def test_unknown_name_is_one_sentence(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(DispatchError, match=r"Unknown corpus model 'resnet51'; choose one of: .*det_nms\.$"):
+        get_corpus_entry("resnet51")
+    assert main(["corpus", "resnet51"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("error: Unknown corpus model")
+
+
+def test_cli_lists_the_corpus_without_importing_torch() -> None:
+    code = ("import sys; from models.__main__ import main; main(['corpus']); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[-1] == "False"
+    assert len(lines) == 1 + len(CORPUS) + 1 and all(name in out.stdout for name in CORPUS)
+
+
+# -- comparison against torch ------------------------------------------------------------------------------
+def test_compare_tolerance_is_relative_to_the_output_scale() -> None:
+    want = {"y": np.array([100.0, 1.0, -50.0], np.float32)}
+    # atol = 1e-4 · max(1, 100) = 0.01; element 0 allows 0.01 + 1e-3·100 = 0.11
+    ok, err, _ = compare({"y": np.array([100.1, 1.005, -50.0])}, want)
+    assert ok and err == pytest.approx(0.1 / 100, rel=1e-3)
+    ok, _, detail = compare({"y": np.array([100.0, 1.02, -50.0])}, want)  # 0.02 > 0.01 + 1e-3·1
+    assert not ok and "1 of 3 elements" in detail
+    ok, _, detail = compare({"y": np.zeros(2)}, want)
+    assert not ok and "shape (2,) vs torch (3,)" in detail
+    ok, _, detail = compare({}, want)
+    assert not ok and "y missing" in detail
+    ints = {"i": np.array([3, 1, 2], np.int64)}
+    assert compare({"i": np.array([3, 1, 2])}, ints)[0]
+    assert "differs in 1 of 3" in compare({"i": np.array([3, 2, 2])}, ints)[2]
+    assert not compare({"y": np.array([np.nan, 1.0, -50.0])}, want)[0]
+
+
+def test_asic_first_puts_the_asic_first() -> None:
+    strategy, order = asic_first({"gpu": "g", "asic": "a"})
+    if strategy == "priority":
+        assert list(order) == ["asic", "gpu"]
+    else:
+        assert strategy == "asic-first" and set(order) == {"asic", "gpu"}
+
+
+def test_nms_kernel_keeps_the_best_of_overlapping_boxes() -> None:
+    torch = pytest.importorskip("torch")
+    from models.corpus import _nms_kernel
+
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 9]],
+                         dtype=torch.float32)
+    scores = torch.tensor([0.5, 0.9, 0.3, 0.8])
+    # IoUs: 0–1 81/119 = 0.68 (overlap 9×9), 3–1 72/118 = 0.61 (9×8), 3–0 90/100 = 0.9 (10×9), 2 disjoint.
+    # By score 1, 3, 0, 2. At 0.5: 1 kept, 3 and 0 overlap it, 2 kept.
+    assert _nms_kernel(boxes, scores, 0.5).tolist() == [1, 2]
+    # At 0.8: 1 kept, 3 kept (0.61), 0 dropped by 3 (0.9), 2 kept; at 0.95 nothing is dropped.
+    assert _nms_kernel(boxes, scores, 0.8).tolist() == [1, 3, 2]
+    assert _nms_kernel(boxes, scores, 0.95).tolist() == [1, 3, 0, 2]
+
+
+# -- every architecture, every stage -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def targets() -> Iterator[dict[str, Any]]:
+    for lib in ("torchvision", "timm", "transformers"):
+        pytest.importorskip(lib, reason="the corpus needs pip install -e '.[corpus]'")
+    from targets.base import make_target
+
+    tg = {"gpu": make_target("gpu", "h100-sxm"), "asic": make_target("asic", "tpu-v4-like")}
+    yield tg
+    for t in tg.values():
+        t.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_corpus_model_every_stage(name: str, targets: dict) -> None:
+    result = check(name, targets)
+    failures = result.failures()
+    assert not failures, f"{name}: " + " | ".join(f"{s}: {d}" for s, d in failures.items())
+    assert set(result.stages) == set(STAGES)
+    assert abs(result.values["macs_rel"]) <= MAC_TOLERANCE
