@@ -29,6 +29,7 @@ from dispatch.partition import (
     strategy_names,
     strategy_options,
 )
+from dispatch.partition.makespan import assignment_bounds
 from dispatch.partition.optimal import weighted_bound
 from dispatch.plan import assignment_array, build_plan
 from dispatch.problem import Problem
@@ -523,3 +524,27 @@ def test_build_plan_rejects_unsupported_placement() -> None:
     p = build_problem(g, targets)
     with pytest.raises(DispatchError, match="Node 'n1' is placed on 'asic'.*place it on gpu"):
         build_plan(p, np.zeros(3, np.int64), "manual")
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 12), t=st.sampled_from([2, 3]))
+def test_makespan_bound_of_every_assignment_holds(seed: int, n: int, t: int) -> None:
+    # The per-assignment bound that prunes the exhaustive makespan search never exceeds the schedule.
+    rng = np.random.default_rng(seed)
+    g = random_dag(rng, n)
+    p = build_problem(g, random_targets(rng, g, t, idle=True, fusion=True, launch_us=40.0), "makespan")
+    many = np.array([[rng.choice(np.flatnonzero(p.supported[i])) for i in range(n)] for _ in range(16)])
+    for a, lb in zip(many, assignment_bounds(p, many), strict=True):
+        assert lb <= build_plan(p, a, "random").makespan_s * (1 + 1e-9)
+
+
+def test_makespan_bound_is_the_makespan_of_a_chain() -> None:
+    # A chain runs one thing at a time: the bound (longest path with launches and transfers) is exact.
+    g = chain(["Conv", "Softmax", "Conv"])
+    gpu_costs = {"Conv": (5 * US, 0.0), "Softmax": (1 * US, 0.0)}
+    t = {"gpu": FakeTarget("gpu", gpu_costs, overhead=Cost(2 * US, 0)),
+         "asic": FakeTarget("asic", {"Conv": (3 * US, 0.0)}, overhead=Cost(1 * US, 0))}
+    p = build_problem(g, t, "makespan")
+    many = np.array(list(itertools.product(*[np.flatnonzero(r) for r in p.supported])))
+    bounds = assignment_bounds(p, many)
+    assert bounds == pytest.approx([build_plan(p, a, "x").makespan_s for a in many], rel=1e-12)

@@ -4,7 +4,8 @@ Every answer is the best of several feasible assignments on the printed objectiv
 worse than any baseline strategy (priority, greedy, heft, only:TARGET are among them). What is proven:
 
 * small problems (at most `enumerate_limit` supported assignments; `makespan_enumerate_limit` for
-  makespan): every assignment is evaluated. Exact for every objective.
+  makespan): every assignment is evaluated (makespan: every assignment bounded, dispatch.partition.makespan,
+  and scheduled in order of bound until no bound can beat the best). Exact for every objective.
 * latency and energy: a lower bound from the cut part of the objective. For every set U of targets the plan
   may use, the objective restricted to assignments using targets in U is at least
       G(a) + one launch per target in U,
@@ -16,9 +17,9 @@ worse than any baseline strategy (priority, greedy, heft, only:TARGET are among 
   objective is within `proof_tol` (relative) of the bound, else the gap is reported.
 * edp: the product of the latency and the energy bounds bounds latency·energy from below; candidates come
   from weighted sums along the tangent E0·latency + L0·energy at the best point so far.
-* makespan: lower bound max(critical path with each node on its cheapest target plus the cheapest launch,
-  total cheapest work / number of targets); candidates are the latency and energy plans, heft and the
-  baselines, improved by the same local search on the makespan.
+* makespan: lower bound from dispatch.partition.makespan.global_bound (the least time of a few paths through
+  the graph, or the cheapest work shared by the targets); candidates are the latency and energy plans,
+  heft and the baselines, improved by the same local search on the makespan.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from dispatch.objective import (
     segment_levels,
     totals,
 )
+from dispatch.partition import makespan
 from dispatch.partition.cut import cut_solve, relaxed_value
 from dispatch.partition.greedy import greedy
 from dispatch.partition.heft import heft
@@ -78,7 +80,6 @@ def _exhaustive(problem: Problem, objective: str, w: tuple[float, float] | None)
     """The best of all supported, capacity-feasible assignments, and how many were evaluated."""
     p = problem
     best, best_v, count = None, np.inf, 0
-    score = _score(p, objective, w) if objective == "makespan" else None
     f = objective_of(objective) if w is None else (lambda lat, en: w[0] * lat + w[1] * en)
     for block in assignments(p):
         if p.has_capacity:
@@ -86,10 +87,7 @@ def _exhaustive(problem: Problem, objective: str, w: tuple[float, float] | None)
             if not len(block):
                 continue
         count += len(block)
-        if score is not None:
-            vals = np.array([score(a) for a in block])
-        else:
-            vals = f(*evaluate_batch(p, block))
+        vals = f(*evaluate_batch(p, block))
         i = int(np.argmin(vals))
         if vals[i] < best_v:
             best, best_v = block[i].copy(), float(vals[i])
@@ -271,56 +269,9 @@ def solve_weighted(problem: Problem, w_lat: float, w_en: float, *, time_limit_s:
     return _finish(p, name, val, lb, best, notes, f"bound over {len(cands)} candidates and {evals} moves")
 
 
-def _fused_latency(p: Problem) -> np.ndarray:
-    """[N, T] node latency less every fusion saving it could get (a lower bound on its share of a segment)."""
-    lat = np.where(p.supported, p.node_lat, np.inf)
-    np.subtract.at(lat, (p.pair_v, p.pair_t), p.pair_lat)
-    return np.maximum(lat, 0.0)
-
-
-def _path_time(p: Problem, path: np.ndarray, lat: np.ndarray) -> float:
-    """The least time any assignment needs for the nodes of `path` one after another: each node on its
-    target, a launch for every run of a target, and the tensors between consecutive nodes on different
-    targets moved over the link (they share it, so their times add). Dynamic programming over targets."""
-    t = p.num_targets
-    launch = p.launch_lat[:t]
-    best = lat[path[0]] + launch
-    for u, v in zip(path[:-1].tolist(), path[1:].tolist(), strict=True):
-        read = p.cons_tensor[p.cons_node == v]  # the tensors v reads; those u produced cross between them
-        tensors = read[p.t_prod[read] == u]
-        move = p.xfer_lat[tensors][:, :t, :t].sum(axis=0) + launch[None, :]  # [from, to]
-        np.fill_diagonal(move, 0.0)
-        best = (best[:, None] + move).min(axis=0) + lat[v]
-    return float(best.min())
-
-
-def _makespan_bound(problem: Problem, paths: list[np.ndarray]) -> float:
-    """max(the least time of each path given (see _path_time), cheapest work / targets + a launch)."""
-    p = problem
-    lat = _fused_latency(p)
-    cheap = lat.min(axis=1)
-    finish = cheap.copy()  # the path of largest cheapest latency
-    came = np.full(p.num_nodes, -1)
-    for v, ps in enumerate(p.preds):
-        if ps:
-            u = max(ps, key=lambda x: finish[x])
-            finish[v] += finish[u]
-            came[v] = u
-    v = int(np.argmax(finish))
-    heavy = [v]
-    while came[v] >= 0:
-        v = int(came[v])
-        heavy.append(v)
-    launch = float(p.launch_lat[:p.num_targets].min())
-    bound = float(cheap.sum()) / p.num_targets + launch
-    for path in [np.array(heavy[::-1], np.int64), *paths]:
-        bound = max(bound, _path_time(p, path, lat))
-    return bound
-
-
 def optimal(problem: Problem, *, time_limit_s: float = 20.0, mip_rel_gap: float = 1e-6, method: str = "auto",
             relax_first: bool = True, edp_steps: int = 8, enumerate_limit: int = 1 << 15,
-            makespan_enumerate_limit: int = 1 << 11, **_: Any) -> Assignment:
+            makespan_enumerate_limit: int = 1 << 15, **_: Any) -> Assignment:
     """The printed objective's optimum, proven where the module doc says, else with its gap to a bound.
 
     Options: time_limit_s and mip_rel_gap for the integer program, method auto|cut|milp, relax_first (try
@@ -338,8 +289,12 @@ def optimal(problem: Problem, *, time_limit_s: float = 20.0, mip_rel_gap: float 
     obj = p.objective
     if obj in ("latency", "energy"):
         return solve_weighted(p, *objective_weights(obj), objective=obj, **kw)
-    limit = makespan_enumerate_limit if obj == "makespan" else enumerate_limit
-    if count_assignments(p) <= limit:
+    if obj == "makespan" and count_assignments(p) <= makespan_enumerate_limit:
+        a, count, built = makespan.exhaustive(p)
+        return Assignment(a, optimal=True, notes=(
+            f"exhaustive: all {count} assignments bounded, the {built} whose bound could beat the best "
+            "scheduled",))
+    if obj == "edp" and count_assignments(p) <= enumerate_limit:
         a, count = _exhaustive(p, obj, None)
         return Assignment(a, optimal=True, notes=(f"exhaustive: the best of all {count} assignments",))
     score = _score(p, obj)
@@ -368,7 +323,7 @@ def optimal(problem: Problem, *, time_limit_s: float = 20.0, mip_rel_gap: float 
     else:
         vals = [score(c) for c in cands]
         best = cands[int(np.argmin(vals))]
-        lower = _makespan_bound(p, [_change_path(p, c) for c in cands[:2]] + [_change_path(p, best)])
+        lower = makespan.global_bound(p, [_change_path(p, c) for c in cands[:2]] + [_change_path(p, best)])
         notes.append("makespan: lower bound = the least time of a few paths through the graph (nodes, "
                      "launches, transfers), or the cheapest work shared by all targets")
     best, val, evals = _local_search(p, best, score, _search_budget(p))
