@@ -34,7 +34,6 @@ op's latency that its limiting roofline resource is busy (launch and fixed overh
 
 from __future__ import annotations
 
-import functools
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -51,6 +50,15 @@ from dispatch.errors import DispatchError
 from dispatch.ir import Graph, Node
 from targets.base import Executable, Target, TargetSpec, list_presets, register_kind, require
 from targets.subgraph import extract_shared
+from targets.support import (
+    LOW_FLOATS,
+    Support,
+    elem_type,
+    gpu_support,
+    local_support,
+    low_floats,
+    upcast_model,
+)
 
 __all__ = [
     "GpuTarget",
@@ -64,8 +72,6 @@ __all__ = [
     "session_options",
     "op_class",
     "absorbed_by",
-    "kernel_reason",
-    "CUDA_GAPS",
     "element_flops",
     "kernel_of",
     "model_weight_bytes",
@@ -83,18 +89,6 @@ _CLASS_OF = {
     "FastGelu": "elementwise", "BiasGelu": "elementwise", "SkipLayerNormalization": "normalization",
     "SimplifiedLayerNormalization": "normalization", "TopK": "reduction",
 }  # fmt: skip
-
-# Operators onnxruntime's CUDA execution provider has no kernel for (default ONNX domain), read from the
-# generated table onnxruntime/docs/OperatorKernels.md ("Operators implemented by CUDAExecutionProvider",
-# commit 001d12d2): each is listed for the CPU provider and absent, in alphabetical place, from the CUDA list.
-# Used for GPU targets on machines without the CUDA provider; where it is present its kernel registry decides.
-CUDA_GAPS = {
-    "Celu": "no CUDA kernel (listed for CPU only in onnxruntime's OperatorKernels.md)",
-    "Col2Im": "no CUDA kernel (listed for CPU only in onnxruntime's OperatorKernels.md)",
-    "Cosh": "no CUDA kernel (listed for CPU only in onnxruntime's OperatorKernels.md)",
-    "Det": "no CUDA kernel (listed for CPU only in onnxruntime's OperatorKernels.md)",
-    "DFT": "no CUDA kernel in the ONNX domain (listed for CPU only in onnxruntime's OperatorKernels.md)",
-}
 
 _ACTIVATIONS = ("Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid")  # ORT's FusedConv/FusedGemm
 # Activations a fused convolution still applies as a second pass over its output, so they keep their cost:
@@ -134,92 +128,6 @@ def session_options(threads: int | None = None, profile_prefix: str | None = Non
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
     return so
-
-
-# -- what onnxruntime can run ------------------------------------------------------------------------
-@functools.cache
-def _kernel_index() -> dict[tuple[str, str, str], list[Mapping[str, list[str]]]]:
-    """(provider, domain, op_type) -> type constraints of each kernel onnxruntime registered."""
-    from onnxruntime.capi import _pybind_state as C
-
-    index: dict[tuple[str, str, str], list[Mapping[str, list[str]]]] = {}
-    for k in C.get_all_opkernel_def():
-        index.setdefault((k.provider, k.domain, k.op_name), []).append(dict(k.type_constraints))
-    return index
-
-
-@functools.cache
-def _ort_schemas() -> dict[tuple[str, str], Any]:
-    from onnxruntime.capi import _pybind_state as C
-
-    return {(s.domain, s.name): s for s in C.get_all_operator_schema()}
-
-
-def _type_str(v: Any) -> str | None:
-    """'tensor(float)' for a Value's dtype, None when unknown."""
-    if v is None or v.dtype is None:
-        return None
-    if v.dtype == np.dtype(object) or v.dtype.kind in "US":
-        return "tensor(string)"
-    try:
-        return (
-            f"tensor({onnx.TensorProto.DataType.Name(onnx.helper.np_dtype_to_tensor_dtype(v.dtype)).lower()})"
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _formal_types(node: Node, domain: str) -> list[tuple[str, str]] | None:
-    """(type parameter, actual type) for each input/output with a known dtype; None if no schema exists."""
-    if domain == "":
-        try:
-            schema = onnx.defs.get_schema(node.op_type, domain="")
-        except onnx.defs.SchemaError:
-            return None
-        ins = [
-            (p.type_str, p.option == onnx.defs.OpSchema.FormalParameterOption.Variadic) for p in schema.inputs
-        ]
-        outs = [
-            (p.type_str, p.option == onnx.defs.OpSchema.FormalParameterOption.Variadic)
-            for p in schema.outputs
-        ]
-    else:
-        schema = _ort_schemas().get((domain, node.op_type))
-        if schema is None:
-            return None
-        var = schema.FormalParameterOption.Variadic
-        ins = [(p.typeStr, p.option == var) for p in schema.inputs]
-        outs = [(p.typeStr, p.option == var) for p in schema.outputs]
-    pairs: list[tuple[str, str]] = []
-    for params, values in ((ins, node.inputs), (outs, node.outputs)):
-        for i, v in enumerate(values):
-            if i < len(params):
-                tstr = params[i][0]
-            elif params and params[-1][1]:  # a variadic last parameter takes the rest
-                tstr = params[-1][0]
-            else:
-                break
-            actual = _type_str(v)
-            if actual:
-                pairs.append((tstr, actual))
-    return pairs
-
-
-def kernel_reason(node: Node, provider: str) -> str | None:
-    """Why onnxruntime's `provider` has no kernel for this node (op, domain and dtypes), or None."""
-    domain = "" if node.domain in ("", "ai.onnx") else node.domain
-    kernels = _kernel_index().get((provider, domain, node.op_type))
-    where = f"{domain}::{node.op_type}" if domain else node.op_type
-    if not kernels:
-        return f"onnxruntime's {provider} has no kernel for {where}"
-    pairs = _formal_types(node, domain)
-    if pairs is None:
-        return f"{where} has no operator schema in onnx or onnxruntime"
-    for constraints in kernels:
-        if all(actual in constraints[t] for t, actual in pairs if t in constraints):
-            return None
-    types = ", ".join(sorted({f"{t}={a}" for t, a in pairs}))
-    return f"onnxruntime's {provider} has no {where} kernel for {types}"
 
 
 # -- classes and fusion -----------------------------------------------------------------------------
@@ -519,15 +427,23 @@ class DeviceModel:
         return max(t_compute, t_memory) * self.kernel_scale.get(f"{kernel}/{bound}", 1.0), c.overhead_s
 
 
+def _is_low(a: Any) -> bool:
+    """Whether an array or a Value holds float16 or bfloat16."""
+    return a.dtype is not None and elem_type(a.dtype) in LOW_FLOATS
+
+
 # -- the executable ---------------------------------------------------------------------------------
 class OrtExecutable:
     """One InferenceSession for one segment; calling it runs the session (thread-safe, as ORT's run is)."""
 
-    def __init__(self, session: ort.InferenceSession, keep_alive: Sequence[Any] = ()) -> None:
+    def __init__(self, session: ort.InferenceSession, keep_alive: Sequence[Any] = (), provider: str = "",
+                 widened: Mapping[str, np.dtype] | None = None) -> None:
         self.session = session
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
         self._keep = list(keep_alive)  # OrtValues whose buffers the session uses
+        self.provider = provider  # what runs it here, e.g. "CPUExecutionProvider (fp16 upcast to fp32)"
+        self._widened = dict(widened or {})  # tensor -> its own dtype, for a session run in float32
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = [n for n in self.input_names if n not in feeds]
@@ -536,12 +452,18 @@ class OrtExecutable:
                 f"The segment needs the inputs {', '.join(missing)}, which were not fed; "
                 "pass them in the feeds."
             )
+        args = {n: feeds[n] for n in self.input_names}
+        if self._widened:
+            args = {n: a.astype(np.float32) if n in self._widened else a for n, a in args.items()}
         try:
-            outs = self.session.run(self.output_names, {n: feeds[n] for n in self.input_names})
+            outs = self.session.run(self.output_names, args)
         except InvalidArgument as e:  # the feeds passed the shape/dtype check, so their values are at fault
             why = str(e).split("Status Message: ")[-1]
             raise DispatchError(f"onnxruntime rejected the input values ({why}); check the feeds, e.g. that "
                                 "indices are within range.") from None
+        if self._widened:
+            outs = [a.astype(self._widened[n]) if n in self._widened else a
+                    for n, a in zip(self.output_names, outs, strict=True)]
         return dict(zip(self.output_names, outs, strict=False))
 
 
@@ -600,7 +522,16 @@ class OrtTarget(Target):
 
     # -- support
     def unsupported_reason(self, node: Node) -> str | None:
-        return kernel_reason(node, self.provider)
+        """The provider here decides: its kernels, then a session of the node alone (targets/support.py)."""
+        return self.local.reason(node)
+
+    @property
+    def local(self) -> Support:
+        return local_support(self.provider)
+
+    def _widen(self, nodes: Sequence[Node]) -> set[str]:
+        """Low-precision float types ('fp16', 'bf16') the segment runs as float32 here; none by default."""
+        return set()
 
     # -- cost
     def _split_bytes(self, node: Node, op: OpCost) -> tuple[float, float]:
@@ -655,6 +586,14 @@ class OrtTarget(Target):
         self, graph: Graph, nodes: Sequence[Node], inputs: Sequence[str], outputs: Sequence[str]
     ) -> OrtExecutable:
         model, shared = extract_shared(graph, nodes, inputs, outputs)
+        provider, widened = self.provider, {}
+        kinds = self._widen(nodes)
+        if kinds:  # the planned provider runs these dtypes, the one here does not: run them as float32
+            model, _ = upcast_model(model)
+            shared = {k: a.astype(np.float32) if _is_low(a) else a for k, a in shared.items()}
+            widened = {n: graph.values[n].dtype for n in (*inputs, *outputs) if _is_low(graph.values[n])}
+            provider = f"{self.provider} ({'/'.join(sorted(kinds))} upcast to fp32)"
+        model = self._expand(model)
         so = session_options(self.threads)
         values = [ort.OrtValue.ortvalue_from_numpy(a) for a in shared.values()]
         if shared:
@@ -670,7 +609,10 @@ class OrtTarget(Target):
                 f"'{nodes[0].name}' on {self.provider} ({first}); place those nodes "
                 "elsewhere."
             ) from None
-        return OrtExecutable(sess, keep_alive=[values, shared])
+        return OrtExecutable(sess, keep_alive=[values, shared], provider=provider, widened=widened)
+
+    def _expand(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        return model
 
     # -- reports
     def describe(self) -> dict[str, Any]:
@@ -696,16 +638,38 @@ class GpuTarget(OrtTarget):
     """A GPU: predicted from its spec; executed by the best onnxruntime provider present here."""
 
     def unsupported_reason(self, node: Node) -> str | None:
-        if self.provider != "CPUExecutionProvider":
-            # A real GPU provider: its kernel registry decides (TensorRT falls back to CUDA kernels).
-            p = "CUDAExecutionProvider" if self.provider == "TensorrtExecutionProvider" else self.provider
-            return kernel_reason(node, p)
-        if node.domain in ("", "ai.onnx") and node.op_type in CUDA_GAPS:
-            return f"{node.op_type}: {CUDA_GAPS[node.op_type]}"
+        """The planned part's provider decides (CUDA's coverage, see targets/support.py); on a machine without
+        it the node must also run here, natively or with float16/bfloat16 widened to float32."""
         for v in (*node.present_inputs, *node.outputs):
-            if _type_str(v) == "tensor(string)":
+            if v.dtype is not None and (v.dtype == np.dtype(object) or v.dtype.kind in "US"):
                 return f"'{v.name}' holds strings, which GPU kernels do not process"
-        return kernel_reason(node, self.provider)  # and it must run here, on the provider present
+        why = self.planned.reason(node)
+        if why is not None or self.provider != "CPUExecutionProvider":
+            return why
+        here = self.local.reason(node)
+        if here is None or (low_floats([node]) and self.local.reason(node, upcast=True) is None):
+            return None
+        return f"{self.planned.coverage.provider} would run it, but it must run here and {here}"
+
+    @property
+    def planned(self) -> Support:
+        return gpu_support(self.provider)
+
+    def _widen(self, nodes: Sequence[Node]) -> set[str]:
+        """On the CPU provider: when a float16/bfloat16 node has no kernel here for its types (the planned
+        GPU has), the whole segment runs as float32 (outputs cast back)."""
+        if self.provider != "CPUExecutionProvider":
+            return set()
+        if any(low_floats([n]) and not self.local.has_kernel(n) for n in nodes):
+            return low_floats(nodes)
+        return set()
+
+    def _expand(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        """On a GPU provider, ONNX function ops it has no kernel for are inlined here, so their bodies run on
+        it (onnxruntime would otherwise hand the whole op to the CPU provider behind it)."""
+        if self.provider == "CPUExecutionProvider":
+            return model
+        return self.planned.inline_functions(model)
 
 
 @register_kind("cpu")
