@@ -2,6 +2,7 @@
 
     python -m dispatch MODEL [options]        plan, run once on generated inputs, validate, measure, report
     python -m dispatch calibrate [options]    fit the cost model of an onnxruntime target to this machine
+    python -m dispatch sweep CONFIG.toml      a design-space sweep (dispatch/sweep/); `plot DIR` redraws it
 
 The work goes through `dispatch.Dispatcher` (load, plan, compile, run, validate, measure), so the CLI and the
 API share one path; the report is assembled by `dispatch.report.build_report`. A failed validation still
@@ -324,6 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from dispatch.calibrate import main_calibrate
 
             return main_calibrate(argv[1:])
+        if argv[:1] in (["sweep"], ["plot"]):
+            from dispatch.sweep.cli import main_plot, main_sweep
+
+            return (main_sweep if argv[0] == "sweep" else main_plot)(argv[1:])
         return run(argv)
     except DispatchError as e:
         print(f"error: {_one_line(str(e))}", file=sys.stderr)
