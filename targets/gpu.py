@@ -23,8 +23,10 @@ Fusion. onnxruntime's graph transformers fold neighbours into one kernel (Conv+a
 Add, MatMul+bias Add -> Gemm, Gemm+activation, MatMul+scale -> FusedMatMul, the Erf GELU pattern -> Gelu,
 Add+LayerNormalization -> SkipLayerNormalization). A node such a transformer absorbs costs nothing extra
 (`absorbed_by` says why; `kernel_of` names the kernel its producer becomes), except activations a fused
-convolution applies as a second pass (`_SECOND_PASS`). This holds when producer and node share a segment,
-which the partitioner usually arranges since splitting there only adds transfers. A test checks that the
+convolution applies as a second pass (`_SECOND_PASS`). That holds only when both run in one segment on this
+target, so `cost` prices every node as its own kernel and `fusion` names the partner (`fusion_partner`) and
+the saving; the partitioner and the plan subtract it only for a pair in one segment (docs/partitioning.md).
+The partner's kernel is priced as the fused one (`kernel_of`) either way. A test checks that the
 kernels these rules predict for the small zoo models are those of onnxruntime's optimised graph.
 
 Energy follows the linear utilisation model of Fan, Weber and Barroso ("Power provisioning for a
@@ -74,6 +76,7 @@ __all__ = [
     "absorbed_by",
     "element_flops",
     "kernel_of",
+    "fusion_partner",
     "model_weight_bytes",
 ]
 
@@ -199,6 +202,58 @@ def _gelu_members(erf: Node) -> set[str]:
         cur = outs[0]
         members.add(cur.name)
     return members
+
+
+def _add_partner(node: Node) -> Node | None:
+    """The node an absorbed Add is folded into (its MatMul/Gemm/Conv producer or its LayerNormalization)."""
+    a, b = node.input(0), node.input(1)
+    for x, y in ((a, b), (b, a)):
+        p = _sole(x)
+        if p is None:
+            continue
+        if p.op_type in ("MatMul", "Gemm") and y is not None and y.const is not None:
+            return p
+        if p.op_type == "Conv" and y is not None and (y.const is not None
+                                                      or y.shape == node.outputs[0].shape):
+            return p
+    outs = node.outputs[0].consumers
+    return outs[0] if len(outs) == 1 and outs[0].op_type == "LayerNormalization" else None
+
+
+def fusion_partner(node: Node) -> Node | None:
+    """The node whose kernel absorbs `node` (see absorbed_by), or None when nothing absorbs it.
+
+    Every pair it names is joined by a chain of nodes each of whose only successor is the next one (an
+    activation after a Conv+Add is paired with the Conv, through the Add), so the two share a segment exactly
+    when the whole chain runs on one target (segments are convex)."""
+    why = absorbed_by(node)
+    if why is None:
+        return None
+    t = node.op_type
+    x = node.input(0)
+    if t in _ACTIVATIONS:
+        p = _sole(x)
+        if p is not None and p.op_type in ("Conv", "Gemm"):
+            return p
+        return _add_partner(p) if p is not None else None
+    if t == "Add" and "Gelu" not in why:
+        return _add_partner(node)
+    if "MatMulScaleFusion" in why:
+        src = node.input(1) if _is_scalar_const(x) else x
+        p = _sole(src)
+        if p is not None and p.op_type == "MatMul":
+            return p
+        return node.outputs[0].consumers[0]
+    seen = [node]
+    for _ in range(3):  # the Erf of the GELU this node is part of
+        nxt = []
+        for n in seen:
+            nxt += [p for p in n.predecessors] + n.successors
+        for n in nxt:
+            if n.op_type == "Erf" and node.name in _gelu_members(n):
+                return n
+        seen = nxt
+    return None
 
 
 def absorbed_by(node: Node) -> str | None:
@@ -550,10 +605,17 @@ class OrtTarget(Target):
         they take at most a quarter of it (activations, and on a shared host other tenants, use the rest)."""
         return model_weight_bytes(node) <= self.model.cache_bytes / 4
 
-    def cost(self, node: Node, op: OpCost) -> Cost:
+    def fusion(self, node: Node, op: OpCost) -> tuple[str, Cost] | None:
+        """(the node whose kernel absorbs this one, this node's own cost) when onnxruntime fuses it away;
+        activations a fused convolution applies as a second pass (`_SECOND_PASS`) keep their cost."""
         why = absorbed_by(node)
-        if why and not (node.op_type in _SECOND_PASS and "FusedConv" in why):
-            return Cost()
+        if not why or (node.op_type in _SECOND_PASS and "FusedConv" in why):
+            return None
+        partner = fusion_partner(node)
+        return None if partner is None else (partner.name, self.cost(node, op))
+
+    def cost(self, node: Node, op: OpCost) -> Cost:
+        """The node as its own kernel; `fusion` says what is saved when onnxruntime folds it into another."""
         cls = op_class(node, op)
         acts, weights = self._split_bytes(node, op)
         kernel = kernel_of(node)
