@@ -186,3 +186,12 @@ def test_quantize_and_dequantize_linear_bit_exact(y_dt, per_axis):
         np.testing.assert_array_equal(q[0, 0, 0, :].astype(int) - 3, [0, 2, -2])
     d = _ort("DequantizeLinear", [q, scale, zp], np.float32)
     np.testing.assert_array_equal(QKERNELS["DequantizeLinear"]([q, scale, zp], {})[0], d)
+
+
+def test_dequantize_int32_bias_bit_exact():
+    # A QDQ model's bias: int32 with zero point 0 and scale x_scale · w_scale per channel (axis 0)
+    b = RNG.integers(-2**20, 2**20, 6).astype(np.int32)
+    scale = _scale(6)
+    ref = _ort("DequantizeLinear", [b, scale, np.zeros(6, np.int32)], np.float32, {"axis": 0})
+    got = QKERNELS["DequantizeLinear"]([b, scale, np.zeros(6, np.int32)], {"axis": 0})[0]
+    np.testing.assert_array_equal(got, ref)

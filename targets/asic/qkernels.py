@@ -203,12 +203,15 @@ def quantize_linear(x: np.ndarray, y_scale: np.ndarray, y_zero_point: np.ndarray
 
 def dequantize_linear(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarray | None = None,
                       axis: int = 1) -> np.ndarray:
-    """ONNX DequantizeLinear to float32: float32(x − x_zp) · x_scale (onnxruntime's order)."""
-    x = _q("DequantizeLinear", "x", x)
+    """ONNX DequantizeLinear to float32: float32(x − x_zp) · x_scale (onnxruntime's order); x is 8-bit, or
+    int32 (a QDQ model's bias)."""
+    x = np.asarray(x)
+    if x.dtype != np.int32:
+        x = _q("DequantizeLinear", "x", x)
     s = _along(_scale("DequantizeLinear", "x_scale", x_scale), x, axis, "DequantizeLinear")
-    zp = _along(_zero_point("DequantizeLinear", "x_zero_point", x_zero_point, x.dtype).astype(np.int32),
+    zp = _along(_zero_point("DequantizeLinear", "x_zero_point", x_zero_point, x.dtype).astype(np.int64),
                 x, axis, "DequantizeLinear")
-    return (x.astype(np.int32) - zp).astype(np.float32) * s
+    return (x.astype(np.int64) - zp).astype(np.float32) * s
 
 
 # ---- QKERNELS: ONNX op_type -> (inputs, attrs) -> outputs ----------------------------------------------

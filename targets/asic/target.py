@@ -130,7 +130,8 @@ _QUANT_OPS = {
 }
 # QuantizeLinear / DequantizeLinear on the vector unit: (input dtypes, output dtypes) and element-wise ops
 # per output (a scale multiply with rounding, a zero point add with saturation).
-_QDQ = {"QuantizeLinear": (("float32",), INT8_DTYPES), "DequantizeLinear": (INT8_DTYPES, ("float32",))}
+_QDQ = {"QuantizeLinear": (("float32",), INT8_DTYPES),
+        "DequantizeLinear": ((*INT8_DTYPES, "int32"), ("float32",))}  # int32: a QDQ model's bias
 _QDQ_OPS = 2
 
 # Element-wise operations per output element of each epilogue op (Clip: one per bound present).
@@ -428,7 +429,8 @@ class AsicTarget(Target):
             return f"{self.spec.name} has no int8 MACs (its dtypes are {', '.join(self.params.dtypes)})"
         x, s, zp, y = node.inputs[0], node.input(1), node.input(2), node.outputs[0]
         if _dtype_name(x) not in ins or _dtype_name(y) not in outs:
-            return f"{op} from {_dtype_name(x)} to {_dtype_name(y)}; the ASIC converts float32 <-> int8/uint8"
+            return (f"{op} from {_dtype_name(x)} to {_dtype_name(y)}; the ASIC converts float32 <-> "
+                    "int8/uint8 and int32 -> float32")
         runtime_zp = zp is not None and not _is_const(zp)
         if s is None or _dtype_name(s) != "float32" or not _is_const(s) or runtime_zp:
             return f"{op} needs a constant float32 scale and a constant zero point"

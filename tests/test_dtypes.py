@@ -1,0 +1,133 @@
+"""Reduced-precision models end to end: int8 (operator and QDQ forms, dynamic MatMulInteger), fp16, bf16.
+
+The zoo variants (models/quantize.py) plan on a GPU preset and an ASIC preset on this machine without a
+GPU, run, and validate against onnxruntime on the whole model. Every ASIC segment that runs an integer
+kernel is also compared with onnxruntime's CPU kernels running that segment alone on the same inputs: the
+integer outputs (and the DequantizeLinear floats) must be bit-identical.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import models
+from dispatch import Dispatcher
+from dispatch.frontend import load
+from dispatch.ir import Graph
+from dispatch.validate import generate_feeds
+from targets.subgraph import extract
+
+INTEGER_OPS = {"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "QuantizeLinear",
+               "DequantizeLinear"}
+TARGET_SETS = {"tpu": {"gpu": "h100-sxm", "asic": "tpu-v4-like"},
+               "edge": {"gpu": "h100-sxm", "asic": "edge-npu"}}
+
+
+def _session(model: onnx.ModelProto, graph: Graph | None = None) -> ort.InferenceSession:
+    """onnxruntime CPU, graph optimisations off: the kernels as the spec's ops, nothing fused."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    keep = []
+    if graph is not None:
+        opts, keep = graph.session_options_with_weights(opts)
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess._dispatch_keep = keep  # the weights' OrtValues live as long as the session
+    return sess
+
+
+def _values(graph: Graph, names: set[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The named tensors of one onnxruntime run of the whole model (exposed as extra outputs)."""
+    model = onnx.ModelProto()
+    model.CopyFrom(graph.model)
+    have = {o.name for o in model.graph.output} | set(feeds)
+    for name in sorted(names - have):
+        v = graph.values[name]
+        model.graph.output.append(onnx.helper.make_tensor_value_info(
+            name, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape)))
+    wanted = [o.name for o in model.graph.output]
+    out = dict(zip(wanted, _session(model, graph).run(wanted, feeds), strict=True))
+    return {**feeds, **out}
+
+
+def _check_int8_segments(d: Dispatcher, feeds: dict[str, np.ndarray]) -> int:
+    """Run every ASIC segment holding an integer op with the ASIC's kernels and with onnxruntime, on the
+    same inputs; assert identical outputs. Returns how many integer nodes were checked."""
+    graph, plan, asic = d.graph, d.plan, d.targets["asic"]
+    segments = [s for s in plan.segments if s.target == "asic"
+                and any(graph.node(n).op_type in INTEGER_OPS for n in s.nodes)]
+    assert segments, "the plan puts no integer op on the ASIC"
+    values = _values(graph, {t for s in segments for t in (*s.inputs, *s.outputs)}, feeds)
+    checked = 0
+    for s in segments:
+        nodes = [graph.node(n) for n in s.nodes]
+        ins = {t: values[t] for t in s.inputs}
+        ours = asic.compile(graph, nodes, list(s.inputs), list(s.outputs))(ins)
+        model = extract(graph, nodes, list(s.inputs), list(s.outputs))
+        theirs = dict(zip(s.outputs, _session(model).run(list(s.outputs), ins), strict=True))
+        for t in s.outputs:
+            assert ours[t].dtype == theirs[t].dtype, t
+            np.testing.assert_array_equal(ours[t], theirs[t], err_msg=f"segment {s.id} output {t}")
+        checked += sum(n.op_type in INTEGER_OPS for n in nodes)
+    return checked
+
+
+@pytest.mark.parametrize("targets", sorted(TARGET_SETS))
+def test_tiny_int8_on_the_asic_bit_exact(targets):
+    # tiny_cnn in operator form: 4 QLinearConv, Q/DQ around the float Relu, MaxPool, Add, pooling and Gemm
+    d = Dispatcher("tiny_cnn-int8", TARGET_SETS[targets], shapes={"batch": 2})
+    feeds = d.example_feeds()
+    assert d.validate(feeds).ok
+    ops = [d.graph.node(n).op_type for s in d.plan.segments if s.target == "asic" for n in s.nodes]
+    assert ops.count("QLinearConv") == 4
+    assert _check_int8_segments(d, feeds) >= 4
+
+
+def test_tiny_qdq_plans_and_runs():
+    # QDQ form: float Convs whose filters are the DequantizeLinear of int8 constants; the ASIC takes them
+    d = Dispatcher("tiny_cnn-qdq", TARGET_SETS["edge"], shapes={"batch": 2})
+    assert d.validate().ok
+    g = d.graph
+    assert any(n.op_type == "Conv" and d.targets["asic"].supports(n) for n in g.nodes)
+
+
+def test_edge_npu_prefers_int8():
+    # The same convolution costs less on edge-npu in int8 (QLinearConv) than in float (fp16 at a quarter of
+    # the int8 rate, 2-byte words): the float tiny_cnn's convs against its int8 variant's.
+    asic = Dispatcher("tiny_cnn", TARGET_SETS["edge"], shapes={"batch": 2}).targets["asic"]
+    f32 = load("tiny_cnn", shapes={"batch": 2})
+    i8 = load("tiny_cnn-int8", shapes={"batch": 2})
+    conv = [n for n in f32.nodes if n.op_type == "Conv"][-1]
+    qconv = [n for n in i8.nodes if n.op_type == "QLinearConv"][-1]
+    t_f, t_q = asic.gemm_timing(conv), asic.gemm_timing(qconv)
+    assert t_f.macs == t_q.macs
+    assert t_f.compute_cycles == pytest.approx(4 * t_q.compute_cycles, abs=4)  # 1/0.25, rounded up
+    assert asic.cost(qconv).latency_s < asic.cost(conv).latency_s
+
+
+def test_int8_macs_match_the_float_model():
+    # Quantisation keeps every GEMM: the int8 variant's int8 MACs equal the float model's MACs.
+    from dispatch.analysis import analyze
+
+    f32 = sum(c.macs for c in analyze(load("tiny_cnn", shapes={"batch": 2})))
+    costs = analyze(load("tiny_cnn-int8", shapes={"batch": 2}))
+    assert sum(c.macs for c in costs if c.mac_dtype == "int8") + sum(
+        c.macs for c in costs if c.mac_dtype == "" and c.op_class == "gemm") == f32
+    assert {c.mac_dtype for c in costs if c.macs} == {"int8", ""}  # the Gemm head stays float
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("targets", sorted(TARGET_SETS))
+@pytest.mark.parametrize("name", ["resnet50-int8", "bert-int8"])
+def test_int8_zoo_models_plan_run_validate_bit_exact(name, targets):
+    models.build(name)
+    d = Dispatcher(name, TARGET_SETS[targets])
+    feeds = generate_feeds(d.graph, 0)
+    result = d.validate(feeds)
+    assert result.ok, result.as_dict()
+    checked = _check_int8_segments(d, feeds)
+    # every QLinearConv (ResNet-50: 53) / MatMulInteger (BERT: 72) that the plan puts on the ASIC is checked
+    assert checked > 0
