@@ -72,6 +72,10 @@ class Runtime:
             exe = self.targets[seg.target].compile(graph, nodes, seg.inputs, seg.outputs)
             compiled.append(_Step(seg, exe, reads, moves))
         self._steps: tuple[_Step, ...] = tuple(compiled)
+        # what runs each segment here: the executable's own word when it has one (e.g. "CPUExecutionProvider
+        # (fp16 upcast to fp32)"), else its target's provider
+        self.segment_providers = tuple(getattr(st.run, "provider", "") or
+                                       self.targets[st.segment.target].provider for st in compiled)
         self._consts = consts
         self._final_moves = final_moves
         self._outputs = outputs
@@ -294,10 +298,12 @@ def measure(runtime: Runtime, feeds: Mapping[str, np.ndarray], repeat: int = 10,
         runtime.run(feeds)
     runs = [runtime.run_timed(feeds)[1] for _ in range(repeat)]
     plan = runtime.plan
-    providers = runtime.providers
+    seg_providers = runtime.segment_providers
     used = list(dict.fromkeys(s.target for s in plan.segments))
+    providers = {n: " / ".join(dict.fromkeys(p for s, p in zip(plan.segments, seg_providers, strict=True)
+                                             if s.target == n)) for n in used}
     med = statistics.median
-    segs = tuple(SegmentTime(s.id, s.target, providers[s.target], len(s.nodes), s.cost.latency_s,
+    segs = tuple(SegmentTime(s.id, s.target, seg_providers[i], len(s.nodes), s.cost.latency_s,
                              med(r.segments[i] for r in runs)) for i, s in enumerate(plan.segments))
     xfers = tuple(TransferTime(k, t.tensor, t.src, t.dst, t.nbytes, t.cost.latency_s,
                                med(r.transfers[k] for r in runs)) for k, t in enumerate(plan.transfers))

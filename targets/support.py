@@ -375,7 +375,7 @@ class Support:
                 return f"{_where(domain, op_type)} ({why})"
             inner = _body(_proto_model(proto, sig), domain, op_type)
             if inner is None:
-                return f"{_where(domain, op_type)}, whose function body could not be expanded"
+                return f"{_where(domain, op_type)} ({why}; its function body could not be expanded)"
             bad = self._body_reason(inner, depth + 1)
             if bad is not None:
                 return bad
