@@ -57,6 +57,13 @@ class RunTiming:
     transfers: tuple[float, ...]
 
 
+def _copy(x: Any) -> Any:
+    """A transfer's host copy: an array copied, a sequence (list) element by element, None (no optional)."""
+    if isinstance(x, list):
+        return [_copy(e) for e in x]
+    return None if x is None else np.array(x, copy=True)
+
+
 class Runtime:
     """A Plan made executable for one Graph (static shapes) and a mapping of target name -> Target."""
 
@@ -167,10 +174,10 @@ class Runtime:
         env.update(feeds)
         for step in steps:
             for m in step.moves:
-                env[m.dst_key] = np.array(env[m.src_key], copy=True)
+                env[m.dst_key] = _copy(env[m.src_key])
             env.update(step.run({name: env[key] for name, key in step.reads}))
         for m in self._final_moves:
-            env[m.dst_key] = np.array(env[m.src_key], copy=True)
+            env[m.dst_key] = _copy(env[m.src_key])
         return {name: env[key] for name, key in self._outputs}
 
     def run_timed(self, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], RunTiming]:
@@ -185,7 +192,7 @@ class Runtime:
         for i, step in enumerate(steps):
             for m in step.moves:
                 t0 = clock()
-                env[m.dst_key] = np.array(env[m.src_key], copy=True)
+                env[m.dst_key] = _copy(env[m.src_key])
                 xfer_s[m.index] = clock() - t0
             args = {name: env[key] for name, key in step.reads}
             t0 = clock()
@@ -193,7 +200,7 @@ class Runtime:
             seg_s[i] = clock() - t0
         for m in self._final_moves:
             t0 = clock()
-            env[m.dst_key] = np.array(env[m.src_key], copy=True)
+            env[m.dst_key] = _copy(env[m.src_key])
             xfer_s[m.index] = clock() - t0
         out = {name: env[key] for name, key in self._outputs}
         return out, RunTiming(clock() - t_start, tuple(seg_s), tuple(xfer_s))

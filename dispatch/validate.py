@@ -40,18 +40,44 @@ _ANY = "?"  # a dimension with neither a value nor a name: any size, tied to not
 
 @dataclass(frozen=True)
 class FeedSpec:
-    """One graph input as declared: dims are ints (fixed) or strings (symbolic); None dims: unknown rank."""
+    """One graph input as declared: dims are ints (fixed) or strings (symbolic); None dims: unknown rank.
+
+    kind: "tensor", "sequence" (a list of arrays of `dtype`; dims None) or "other" (maps and the like, passed
+    to onnxruntime as given); optional: the input is an ONNX optional, so None is a valid feed.
+    """
 
     name: str
     dtype: np.dtype | None
     dims: tuple[int | str, ...] | None
+    kind: str = "tensor"
+    optional: bool = False
 
     def describe(self) -> str:
         """e.g. 'float32 (batch, 3, 32, 32)'."""
         dt = self.dtype.name if self.dtype is not None else "any dtype"
+        if self.kind == "sequence":
+            return f"list of {dt} arrays"
         if self.dims is None:
             return f"{dt} of any shape"
         return f"{dt} ({', '.join(str(d) for d in self.dims)}{',' if len(self.dims) == 1 else ''})"
+
+
+def _feed_spec(name: str, tp: onnx.TypeProto, optional: bool = False) -> FeedSpec:
+    which = tp.WhichOneof("value")
+    if which == "optional_type":
+        return _feed_spec(name, tp.optional_type.elem_type, True)
+    if which == "sequence_type":
+        elem = tp.sequence_type.elem_type
+        dtype = numpy_dtype(elem.tensor_type.elem_type) if elem.HasField("tensor_type") else None
+        return FeedSpec(name, dtype, None, "sequence", optional)
+    if which not in (None, "tensor_type"):
+        return FeedSpec(name, None, None, "other", optional)
+    t = tp.tensor_type
+    dims: tuple[int | str, ...] | None = None
+    if which == "tensor_type" and t.HasField("shape"):
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or _ANY) for d in t.shape.dim)
+    # an optional tensor's shape is not bound to a plan: it may be absent, so it keys no signature
+    return FeedSpec(name, numpy_dtype(t.elem_type), None if optional else dims, "tensor", optional)
 
 
 def feed_specs(model: Graph | onnx.ModelProto) -> tuple[FeedSpec, ...]:
@@ -62,12 +88,7 @@ def feed_specs(model: Graph | onnx.ModelProto) -> tuple[FeedSpec, ...]:
     for vi in proto.graph.input:
         if vi.name in inits:
             continue
-        t = vi.type.tensor_type
-        dims: tuple[int | str, ...] | None = None
-        if vi.type.HasField("tensor_type") and t.HasField("shape"):
-            dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or _ANY)
-                         for d in t.shape.dim)
-        specs.append(FeedSpec(vi.name, numpy_dtype(t.elem_type), dims))
+        specs.append(_feed_spec(vi.name, vi.type))
     return tuple(specs)
 
 
@@ -96,6 +117,10 @@ class FeedChecker:
         symbols: dict[str, tuple[int, str]] = {}
         for spec in self.specs:
             x = feeds[spec.name]
+            if spec.kind != "tensor" or spec.optional:
+                self._check_container(spec, x)
+                shapes.append(())  # not a shape the plan is specialised to
+                continue
             if not isinstance(x, np.ndarray):
                 want = _spelled(spec.dtype) if spec.dtype is not None else "np.float32"
                 what = f"NumPy scalar ({type(x).__name__})" if isinstance(x, np.generic) else type(x).__name__
@@ -108,6 +133,28 @@ class FeedChecker:
                 self._check_shape(spec, x.shape, symbols)
             shapes.append(x.shape)
         return tuple(shapes)
+
+    @staticmethod
+    def _check_container(spec: FeedSpec, x: object) -> None:
+        """None for an optional input; a list of arrays of the dtype for a sequence; other kinds unchecked."""
+        if x is None:
+            if spec.optional:
+                return
+            raise DispatchError(f"Input '{spec.name}' is None but it is not optional; pass a "
+                                f"{spec.describe()}.")
+        if spec.kind == "other":
+            return
+        items = x if spec.kind == "sequence" else [x]
+        if spec.kind == "sequence" and not isinstance(x, (list, tuple)):
+            raise DispatchError(f"Input '{spec.name}' is a sequence but a {type(x).__name__} was given; pass "
+                                f"a list of numpy arrays.")
+        for e in items:
+            if not isinstance(e, np.ndarray):
+                raise DispatchError(f"Input '{spec.name}' holds a {type(e).__name__}, not a numpy array; "
+                                    f"pass a {spec.describe()}.")
+            if spec.dtype is not None and e.dtype != spec.dtype:
+                raise DispatchError(f"Input '{spec.name}' holds dtype {e.dtype} but the model expects "
+                                    f"{spec.dtype}; cast it with .astype({_spelled(spec.dtype)}).")
 
     def _names_error(self, feeds: Mapping[str, np.ndarray]) -> None:
         missing = [n for n in self.names if n not in feeds]
