@@ -52,6 +52,24 @@ def _upgrade(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     return upgraded
 
 
+def _all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The graph's nodes and those of every subgraph (If/Loop/Scan bodies), recursively."""
+    out = []
+    for n in graph.node:
+        out.append(n)
+        for a in n.attribute:
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                out += _all_nodes(g)
+    return out
+
+
+def _with_default_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    m.opset_import.append(onnx.helper.make_opsetid("", version))
+    return m
+
+
 def check_opset(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, list[str]]:
     """Check the model's opset and domains; upgrade opsets below MIN_OPSET.
 
@@ -59,6 +77,11 @@ def check_opset(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, list[str]
     default-domain opset it has now; what was done, in words.
     """
     opset = default_opset(model)
+    if not opset and not any(n.domain in ("", "ai.onnx") for n in _all_nodes(model.graph)):
+        # Only other domains' operators (an ai.onnx.ml pipeline): the default opset matters to nothing, and
+        # the tools downstream read it, so import the newest.
+        model = _with_default_opset(model, MAX_OPSET)
+        return model, MAX_OPSET, []
     if not opset:
         raise DispatchError("The model imports no default ONNX opset; re-export it with an opset "
                             f"between {MIN_OPSET} and {MAX_OPSET}.")
