@@ -589,6 +589,16 @@ class OrtTarget(Target):
         return set()
 
     # -- cost
+    def precision_of(self, node: Node) -> str:
+        """The precision a node is predicted at: the target's, or a float16/bfloat16 node's own when the
+        target is set to fp32/tf32 (such a node runs on the part's fp16/bf16 units, whatever runs it here)."""
+        if self.precision in ("fp32", "tf32"):
+            kinds = low_floats([node])
+            tensors = (*node.present_inputs, *node.outputs)
+            if len(kinds) == 1 and not any(v.dtype == np.float32 for v in tensors):
+                return kinds.pop()
+        return self.precision
+
     def _split_bytes(self, node: Node, op: OpCost) -> tuple[float, float]:
         """(activation bytes, weight bytes) moved, float32 tensors counted at the precision's storage size."""
         weights = float(min(op.param_bytes, op.bytes_read))
@@ -621,7 +631,8 @@ class OrtTarget(Target):
         kernel = kernel_of(node)
         flops = element_flops(node, op)
         resident = self.weights_resident(node)
-        busy, overhead = self.model.roofline(cls, flops, acts, weights, self.precision, resident, kernel)
+        busy, overhead = self.model.roofline(cls, flops, acts, weights, self.precision_of(node), resident,
+                                             kernel)
         if cls == "view":
             busy = 0.0  # no data moves; only the fixed cost of the (aliasing) kernel call remains
         a = node.input(0)

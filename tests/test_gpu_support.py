@@ -220,3 +220,17 @@ def test_gpu_provider_inlines_function_ops_it_has_no_kernel_for():
     np.testing.assert_allclose(run[0][0], run[1][0], rtol=1e-6)
     covered = _fp16_mlp()  # MatMul and Relu have CUDA kernels: nothing to inline, the model is returned as is
     assert Support(cuda_coverage()).inline_functions(covered) is covered
+
+
+def test_fp16_nodes_are_predicted_at_the_parts_fp16_peak(gpu):
+    # the prediction is for the planned H100 at the node's own dtype, not for the float32 run here
+    from dispatch.analysis import analyze_node
+
+    n = 4096
+    g = load(_model([helper.make_node("MatMul", ["a", "b"], ["c"])], [("a", H, [n, n]), ("b", H, [n, n])],
+                    [("c", H, [n, n])]))
+    node = g.nodes[0]
+    assert gpu.precision == "fp32" and gpu.precision_of(node) == "fp16"
+    # compute 2·4096³ = 137.4 GFLOP / (989e12 · 0.70) = 198.5 µs; memory 3·4096²·2 B = 100.7 MB /
+    # (3.35e12 · 0.80) = 37.6 µs; the max is compute; + 5 µs launch
+    assert gpu.cost(node, analyze_node(node)).latency_s == pytest.approx(2 * n**3 / (989e12 * 0.70) + 5e-6)
