@@ -211,8 +211,9 @@ def objective_of(objective: str) -> Callable[[np.ndarray, np.ndarray], np.ndarra
 
 
 def count_assignments(problem: Problem) -> float:
-    """How many assignments place every node on a target that supports it (a float: it may be huge)."""
-    return float(np.prod(problem.supported.sum(axis=1).astype(float)))
+    """How many assignments place every node on a target that supports it (inf beyond a float's range)."""
+    log2 = float(np.log2(problem.supported.sum(axis=1).astype(float)).sum())
+    return float(2.0 ** log2) if log2 < 1000 else float("inf")
 
 
 def assignments(problem: Problem, chunk: int = 1 << 14) -> Iterator[np.ndarray]:
@@ -229,11 +230,11 @@ def assignments(problem: Problem, chunk: int = 1 << 14) -> Iterator[np.ndarray]:
         size *= len(choices[n - 1 - inner])
         inner += 1
     tail = choices[n - inner:]
-    if tail:
-        grids = np.meshgrid(*tail, indexing="ij")
-        block = np.stack([g.ravel() for g in grids], axis=1).astype(np.int64)
-    else:
-        block = np.zeros((1, 0), np.int64)
+    block = np.zeros((size, inner), np.int64)
+    rest = np.arange(size)
+    for j in range(inner - 1, -1, -1):  # mixed-radix digits, the last node fastest
+        block[:, j] = tail[j][rest % len(tail[j])]
+        rest //= len(tail[j])
     for head in itertools.product(*choices[:n - inner]):
         out = np.empty((len(block), n), np.int64)
         out[:, :n - inner] = np.asarray(head, np.int64)[None, :]

@@ -206,7 +206,7 @@ def test_optimal_equals_brute_force_with_launches_fusion_and_idle(seed: int, n: 
     bounded = plan_problem(p, "optimal", enumerate_limit=0)
     _check_against(bounded, best)
     for name, row in compare_strategies(p).items():
-        if "error" not in row:
+        if "error" not in row and name != "optimal":
             assert bounded.objective_value() <= row["objective"] * (1 + 1e-9), name
 
 

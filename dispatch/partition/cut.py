@@ -25,11 +25,12 @@ several consumers. A node on the s side runs on b0. Edges (a cut edge is paid):
 * a fusion pair (u, v) on b1 saving s: s off u's cost on b1 and an edge v -> u of s (paid when u is on b1
   and v on b0); on b0 symmetrically. Together: -s exactly when both are on the pair's target.
 
-scipy's maximum_flow needs int32 capacities, so costs are rounded to multiples of q = U / 2**29, where U
-bounds the optimal cut from above (the cheapest of a few feasible assignments). The returned lower bound
-is the flow value less every rounding that went up, so it is a true bound on min G; G of the returned
-assignment is computed exactly. Capacities are capped at 2**30 - 1 (cutting such an edge costs more than U,
-so it is never cut), which keeps every flow and residual inside int32.
+scipy's maximum_flow needs int32 capacities, so costs are rounded down to multiples of q = U / 2**29, where
+U bounds the optimal cut from above (the cheapest of a few feasible assignments). Rounded down, every cut
+costs at most its true cost, so the flow value is a true lower bound on min G; the returned assignment is
+optimal for the rounded costs, within q per edge it cuts of the true optimum, and its G is computed exactly.
+Capacities are capped at 2**30 - 1 (cutting such an edge costs more than U, so it is never cut), which
+keeps every flow and residual inside int32.
 """
 
 from __future__ import annotations
@@ -167,9 +168,8 @@ def cut_solve(problem: Problem, node: np.ndarray, cond: np.ndarray, out: np.ndar
             "min cut: the unary optimum pays no transfer"
     q = upper / CUT_UNITS
     r, c, w = np.concatenate(rows), np.concatenate(cols), np.concatenate(caps)
-    units = np.where(np.isfinite(w), np.rint(np.minimum(w, 2.0 * _CAP * q) / q), _CAP).astype(np.int64)
+    units = np.where(np.isfinite(w), np.floor(np.minimum(w, 2.0 * _CAP * q) / q), _CAP).astype(np.int64)
     keep = units > 0
-    slack = float(np.maximum(units[keep] * q - np.where(np.isfinite(w[keep]), w[keep], np.inf), 0.0).sum())
     n_vert = n + 2 + 2 * len(many)
     g = sp.csr_array((units[keep], (r[keep], c[keep])), shape=(n_vert, n_vert))  # duplicates summed (int64)
     g.data = np.minimum(g.data, _CAP).astype(np.int32)
@@ -182,6 +182,6 @@ def cut_solve(problem: Problem, node: np.ndarray, cond: np.ndarray, out: np.ndar
     assign = np.full(n, b1, np.int64)
     assign[side[side < n]] = b0
     value = float(relaxed_value(p, node, cond, out, pair, assign[None, :], path)[0])
-    bound = min(const + float(res.flow_value) * q - slack, value)
+    bound = min(const + float(res.flow_value) * q, value)
     note = f"min cut (scipy maximum_flow, dinic) on {g.nnz} edges, costs in units of {q:.3g}"
     return assign, bound, value, note

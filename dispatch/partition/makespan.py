@@ -111,16 +111,17 @@ def fused_latency(p: Problem) -> np.ndarray:
     return np.maximum(lat, 0.0)
 
 
-def path_time(p: Problem, path: np.ndarray, lat: np.ndarray) -> float:
+def path_time(p: Problem, path: np.ndarray, lat: np.ndarray,
+              into: list[list[tuple[int, np.ndarray]]] | None = None) -> float:
     """The least time any assignment needs for the nodes of `path` one after another: each node on its
     target, a launch for every run of a target, and the tensors between consecutive nodes on different
     targets moved over the link (they share it, so their times add). Dynamic programming over targets."""
     t = p.num_targets
+    into = _edges(p)[0] if into is None else into
     launch = p.launch_lat[:t]
     best = lat[path[0]] + launch
     for u, v in zip(path[:-1].tolist(), path[1:].tolist(), strict=True):
-        read = p.cons_tensor[p.cons_node == v]  # the tensors v reads; those u produced cross between them
-        tensors = read[p.t_prod[read] == u]
+        tensors = next(ts for w, ts in into[v] if w == u)  # what u hands to v
         move = p.xfer_lat[tensors][:, :t, :t].sum(axis=0) + launch[None, :]  # [from, to]
         np.fill_diagonal(move, 0.0)
         best = (best[:, None] + move).min(axis=0) + lat[v]
@@ -146,6 +147,8 @@ def global_bound(problem: Problem, paths: list[np.ndarray]) -> float:
         heavy.append(v)
     launch = float(p.launch_lat[:p.num_targets].min())
     bound = float(cheap.sum()) / p.num_targets + launch
-    for path in [np.array(heavy[::-1], np.int64), *paths]:
-        bound = max(bound, path_time(p, path, lat))
+    into = _edges(p)[0]
+    distinct = {x.tobytes(): x for x in [np.array(heavy[::-1], np.int64), *paths]}
+    for path in distinct.values():
+        bound = max(bound, path_time(p, path, lat, into))
     return bound

@@ -76,6 +76,43 @@ def _baselines(problem: Problem) -> list[np.ndarray]:
     return out
 
 
+def _quick_weighted(problem: Problem, w: tuple[float, float], assigns: list[np.ndarray]) -> np.ndarray:
+    """A cheap lower bound on w_lat·latency + w_en·energy of each assignment: its cut part (G, fusion by
+    target) with the static power of the targets it uses, plus one launch of each."""
+    p = problem
+    out = np.empty(len(assigns))
+    for i, a in enumerate(assigns):
+        us = np.unique(a)
+        terms = p.terms(w[0], w[1], float(p.idle_w[us].sum()))
+        pair = np.where(np.isin(p.pair_t, us), terms["pair"], 0.0)
+        out[i] = relaxed_value(p, terms["node"], terms["cond"], terms["out"], pair, a[None, :])[0] \
+            + terms["launch"][us].sum()
+    return out
+
+
+def _pick(problem: Problem, cands: list[np.ndarray], score: Callable[[np.ndarray], float],
+          quick: np.ndarray | None = None) -> tuple[np.ndarray, float, int]:
+    """(best candidate, its score, distinct candidates): scored in order of `quick` (a lower bound on each
+    score), skipping those whose bound cannot beat the best so far."""
+    p = problem
+    seen: dict[bytes, int] = {}
+    for i, c in enumerate(cands):
+        if not (p.has_capacity and p.capacity_violations(c)):
+            seen.setdefault(np.asarray(c, np.int64).tobytes(), i)
+    idx = list(seen.values())
+    if not idx:
+        raise capacity_error(p)
+    order = sorted(idx, key=lambda i: quick[i]) if quick is not None else idx
+    best, best_v = cands[order[0]], np.inf
+    for i in order:
+        if quick is not None and quick[i] >= best_v:
+            break
+        v = score(cands[i])
+        if v < best_v:
+            best, best_v = cands[i], v
+    return np.asarray(best, np.int64), float(best_v), len(idx)
+
+
 def _exhaustive(problem: Problem, objective: str, w: tuple[float, float] | None) -> tuple[np.ndarray, int]:
     """The best of all supported, capacity-feasible assignments, and how many were evaluated."""
     p = problem
@@ -96,11 +133,12 @@ def _exhaustive(problem: Problem, objective: str, w: tuple[float, float] | None)
     return best, count
 
 
-def _local_search(problem: Problem, a: np.ndarray, score: Callable[[np.ndarray], float], budget: int
-                  ) -> tuple[np.ndarray, float, int]:
+def _local_search(problem: Problem, a: np.ndarray, score: Callable[[np.ndarray], float], budget: int,
+                  val: float | None = None) -> tuple[np.ndarray, float, int]:
     """Move whole segments (and, on small graphs, single nodes) to other targets while the score falls."""
     p = problem
-    cur, val = a.copy(), score(a)
+    cur = a.copy()
+    val = score(a) if val is None else val
     evals = 0
     improved = True
     while improved and evals < budget:
@@ -129,9 +167,9 @@ def _local_search(problem: Problem, a: np.ndarray, score: Callable[[np.ndarray],
     return cur, val, evals
 
 
-def _search_budget(problem: Problem) -> int:
-    """Objective evaluations the local search may spend: each costs O(N), so about 3e5 node-visits."""
-    return int(min(400, 300_000 // max(problem.num_nodes, 1)))
+def _search_budget(problem: Problem, work: int = 300_000) -> int:
+    """Objective evaluations the local search may spend: each costs O(N), so about `work` node-visits."""
+    return int(min(400, work // max(problem.num_nodes, 1)))
 
 
 def weighted_bound(problem: Problem, w_lat: float, w_en: float, *, time_limit_s: float = 20.0,
@@ -245,8 +283,11 @@ def _finish(problem: Problem, objective: str, value: float, lower: float, a: np.
 
 def solve_weighted(problem: Problem, w_lat: float, w_en: float, *, time_limit_s: float = 20.0,
                    mip_rel_gap: float = 1e-6, method: str = "auto", relax_first: bool = True,
-                   enumerate_limit: int = 1 << 15, objective: str | None = None) -> Assignment:
-    """The assignment minimising w_lat·latency + w_en·energy of the printed objective (see module doc)."""
+                   enumerate_limit: int = 1 << 15, objective: str | None = None,
+                   baselines: list[np.ndarray] | None = None) -> Assignment:
+    """The assignment minimising w_lat·latency + w_en·energy of the printed objective (see module doc).
+
+    baselines: the baseline strategies' assignments, when the caller has them already."""
     p = problem
     if method not in ("auto", "cut", "milp"):
         raise DispatchError(f"Unknown optimal method '{method}'; use auto, cut or milp.")
@@ -258,15 +299,13 @@ def solve_weighted(problem: Problem, w_lat: float, w_en: float, *, time_limit_s:
     score = _score(p, "latency", w)
     lb, cands, notes = weighted_bound(p, w_lat, w_en, time_limit_s=time_limit_s, mip_rel_gap=mip_rel_gap,
                                       method=method, relax_first=relax_first)
-    cands += _baselines(p)
-    cands = [c for c in cands if not (p.has_capacity and p.capacity_violations(c))]
-    if not cands:
-        raise DispatchError(f"No placement within {time_limit_s:g} s fits the capacities; raise "
-                            "time_limit_s or the capacities.")
-    vals = [score(c) for c in cands]
-    best = cands[int(np.argmin(vals))]
-    best, val, evals = _local_search(p, best, score, _search_budget(p))
-    return _finish(p, name, val, lb, best, notes, f"bound over {len(cands)} candidates and {evals} moves")
+    cands += _baselines(p) if baselines is None else baselines
+    best, val, count = _pick(p, cands, score, _quick_weighted(p, w, cands))
+    if val > lb + PROOF_TOL * abs(val):
+        best, val, evals = _local_search(p, best, score, _search_budget(p), val)
+    else:
+        evals = 0
+    return _finish(p, name, val, lb, best, notes, f"bound over {count} candidates and {evals} moves")
 
 
 def optimal(problem: Problem, *, time_limit_s: float = 20.0, mip_rel_gap: float = 1e-6, method: str = "auto",
@@ -298,36 +337,42 @@ def optimal(problem: Problem, *, time_limit_s: float = 20.0, mip_rel_gap: float 
         a, count = _exhaustive(p, obj, None)
         return Assignment(a, optimal=True, notes=(f"exhaustive: the best of all {count} assignments",))
     score = _score(p, obj)
-    lat_opt = solve_weighted(p, 1.0, 0.0, **kw)
-    en_opt = solve_weighted(p, 0.0, 1.0, **kw)
-    cands = [lat_opt.target, en_opt.target, *_baselines(p)]
-    cands = [c for c in cands if not (p.has_capacity and p.capacity_violations(c))]
+    base = _baselines(p)
+    lat_opt = solve_weighted(p, 1.0, 0.0, baselines=base, **kw)
+    en_opt = solve_weighted(p, 0.0, 1.0, baselines=base, **kw)
+    cands = [lat_opt.target, en_opt.target, *base]
     notes: list[str] = []
     if obj == "edp":
         lb_lat, lb_en = _bound_of(p, lat_opt, 1.0, 0.0, **kw), _bound_of(p, en_opt, 0.0, 1.0, **kw)
         lower = lb_lat * lb_en
-        vals = [score(c) for c in cands]
-        best = cands[int(np.argmin(vals))]
+        best, val, count = _pick(p, cands, score)
         steps = 0
         for steps in range(1, edp_steps + 1):  # noqa: B007 (reported below)
+            if val <= lower * (1 + 3 * PROOF_TOL):
+                break
             tot = totals(p, best[None, :], segment_levels(p, best)[None, :])
             lat0, en0 = float(tot["latency_s"][0]), float(tot["energy_j"][0])
             if not (lat0 > 0 and en0 > 0):
                 break
-            cand = solve_weighted(p, en0, lat0, **kw).target
-            if not score(cand) < score(best) * (1 - 1e-12):
+            cand = solve_weighted(p, en0, lat0, baselines=base, **kw).target
+            v = score(cand)
+            if not v < val * (1 - 1e-12):
                 break
-            best = cand
+            best, val = cand, v
         notes.append(f"edp: latency and energy optima, {steps} tangent weighted-sum solves; lower bound = "
                      "latency bound x energy bound")
+        budget = _search_budget(p)
     else:
-        vals = [score(c) for c in cands]
-        best = cands[int(np.argmin(vals))]
-        lower = makespan.global_bound(p, [_change_path(p, c) for c in cands[:2]] + [_change_path(p, best)])
+        best, val, count = _pick(p, cands, score)
+        lower = makespan.global_bound(p, [_change_path(p, best)])
         notes.append("makespan: lower bound = the least time of a few paths through the graph (nodes, "
                      "launches, transfers), or the cheapest work shared by all targets")
-    best, val, evals = _local_search(p, best, score, _search_budget(p))
-    return _finish(p, obj, val, lower, best, notes, f"best of {len(cands)} candidates and {evals} moves")
+        budget = _search_budget(p, 100_000)  # a schedule costs about three times an objective evaluation
+    if val > lower * (1 + 3 * PROOF_TOL):
+        best, val, evals = _local_search(p, best, score, budget, val)
+    else:
+        evals = 0
+    return _finish(p, obj, val, lower, best, notes, f"best of {count} candidates and {evals} moves")
 
 
 def _bound_of(p: Problem, found: Assignment, w_lat: float, w_en: float, **kw: Any) -> float:
