@@ -52,15 +52,8 @@ from dispatch.errors import DispatchError
 from dispatch.ir import Graph, Node
 from targets.base import Executable, Target, TargetSpec, list_presets, register_kind, require
 from targets.subgraph import extract_shared
-from targets.support import (
-    LOW_FLOATS,
-    Support,
-    elem_type,
-    gpu_support,
-    local_support,
-    low_floats,
-    upcast_model,
-)
+from targets.support import Support, gpu_support, local_support, signature
+from targets.upcast import LOW_FLOATS, elem_type, low_floats, upcast_model
 
 __all__ = [
     "GpuTarget",
@@ -716,11 +709,12 @@ class GpuTarget(OrtTarget):
         for v in (*node.present_inputs, *node.outputs):
             if v.dtype is not None and (v.dtype == np.dtype(object) or v.dtype.kind in "US"):
                 return f"'{v.name}' holds strings, which GPU kernels do not process"
-        why = self.planned.reason(node)
+        sig = signature(node)
+        why = self.planned.reason(node, sig=sig)
         if why is not None or self.provider != "CPUExecutionProvider":
             return why
-        here = self.local.reason(node)
-        if here is None or (low_floats([node]) and self.local.reason(node, upcast=True) is None):
+        here = self.local.reason(node, sig=sig)
+        if here is None or (low_floats([node]) and self.local.reason(node, upcast=True, sig=sig) is None):
             return None
         return f"{self.planned.coverage.provider} would run it, but it must run here and {here}"
 

@@ -12,20 +12,19 @@ every type parameter accepts. Two sources:
 
 1. a kernel of the table matches the node's op, domain, opset and input/output types: it runs;
 2. otherwise, with `probe` (the provider present here), onnxruntime itself decides: a session of the node
-   alone is built (its dtypes, ranks, attributes and small constant inputs). That covers everything
+   alone is built (its dtypes, ranks, attributes and small integer constants). That covers everything
    onnxruntime does before it looks for kernels: ONNX functions it inlines (HardSwish, Mish, Celu, opset-20
    Gelu, GroupNormalization ...), float16 nodes the CPU provider runs between inserted Casts (its
    InsertCastTransformer), Constant nodes made initializers. Its error message is the reason;
 3. otherwise (a coverage table without a provider here): an op whose ONNX schema has a function body, or a
    context-dependent function, is expanded with `onnx.inliner` (types inferred), and it runs when every node
    of the body does (recursively); Constant nodes count as run (onnxruntime makes them initializers).
+   A GPU target on a real CUDA provider inlines such ops before it builds the session (`inline_functions`),
+   so their bodies run on CUDA: onnxruntime would otherwise give the whole op to the CPU provider behind it.
 
 Each answer is cached per signature: (domain, op, opset, input and output types) for step 1, plus input
-ranks, attributes and small constants for steps 2 and 3, so a 50,000-node graph costs one dictionary
-lookup per node once its few distinct signatures are known.
-
-`upcast_model` turns a float16/bfloat16 model into float32 (initializers, attributes, Casts, value types):
-where the provider here cannot run a dtype the planned one can, the GPU target runs the segment so.
+ranks, attributes and small integer constants for steps 2 and 3, so a 50,000-node graph costs a dictionary
+lookup or two per node once its few distinct signatures are known (benchmarks/bench_support.py).
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,16 +43,15 @@ import onnx.inliner
 from onnx import helper, numpy_helper
 
 from dispatch.ir import Node
+from targets.upcast import FLOAT, LOW_FLOATS, elem_type, upcast_model
 
-__all__ = ["Coverage", "Support", "local_coverage", "cuda_coverage", "local_support", "gpu_support",
-           "signature", "kernel_reason", "elem_type", "low_floats", "upcast_model", "LOW_FLOATS",
-           "COVERAGE_DIR"]
+__all__ = ["Coverage", "Kernel", "Support", "local_coverage", "cuda_coverage", "local_support", "gpu_support",
+           "signature", "kernel_reason", "COVERAGE_DIR"]
 
 COVERAGE_DIR = Path(__file__).parent / "coverage"
-# Element types the GPU target may run widened to float32 here (the CPU provider lacks most such kernels).
-LOW_FLOATS = {onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16"}
-_FLOAT = onnx.TensorProto.FLOAT
-_SMALL_CONST = 4096  # bytes: constant inputs up to this size go into a probe as initializers
+_SMALL_CONST = 64  # elements: integer constants up to this size (axes, shapes, pads) go into a probe as they
+# are, and into its cache key; weights and other constants are fed like activations (values do not decide
+# whether a kernel exists)
 _MAX_DEPTH = 4  # function bodies nested deeper than this are not expanded
 
 
@@ -101,22 +99,6 @@ def cuda_coverage() -> Coverage:
 
 # -- signatures -------------------------------------------------------------------------------------------
 @functools.cache
-def _type_of(dtype: np.dtype | None) -> int:
-    """ONNX element type of a NumPy dtype (0: unknown; strings are onnx.TensorProto.STRING)."""
-    if dtype is None:
-        return 0
-    if dtype == np.dtype(object) or dtype.kind in "US":
-        return onnx.TensorProto.STRING
-    try:
-        return int(helper.np_dtype_to_tensor_dtype(dtype))
-    except (KeyError, TypeError, ValueError):
-        return 0
-
-
-elem_type = _type_of
-
-
-@functools.cache
 def _type_str(elem: int) -> str:
     return f"tensor({onnx.TensorProto.DataType.Name(elem).lower()})"
 
@@ -136,11 +118,12 @@ def _latest(domain: str) -> int:
 
 def signature(node: Node) -> tuple:
     """(domain, op_type, opset, input types, output types): what kernel matching depends on."""
-    domain = _domain(node.domain)
-    opset = getattr(node, "opset", 0) or _latest(domain)
-    ins = tuple([_type_of(v.dtype) if v is not None else -1 for v in node.inputs])
-    outs = tuple([_type_of(v.dtype) for v in node.outputs])
-    return domain, node.op_type, opset, ins, outs
+    domain = node.domain
+    if domain == "ai.onnx":
+        domain = ""
+    t = elem_type
+    ins = tuple([-1 if v is None else t(v.dtype) for v in node.inputs])
+    return domain, node.op_type, node.opset or _latest(domain), ins, tuple([t(v.dtype) for v in node.outputs])
 
 
 @functools.cache
@@ -222,14 +205,14 @@ def _value_info(name: str, elem: int, shape: tuple[int, ...] | None) -> onnx.Val
 
 
 def _one_node_model(node: Node, opset: int, upcast: bool) -> onnx.ModelProto:
-    """The node alone: non-constant inputs fed, small constants as initializers, the node's own dtypes."""
+    """The node alone: small integer constants as initializers, other inputs fed, the node's own dtypes."""
     inputs, inits = [], []
     for v in node.present_inputs:
-        if v.const is not None and v.const.nbytes <= _SMALL_CONST and v.const.dtype != object:
+        if _shape_like(v):
             inits.append(numpy_helper.from_array(np.asarray(v.const), v.name))
         else:
-            inputs.append(_value_info(v.name, _type_of(v.dtype), v.shape))
-    outputs = [_value_info(v.name, _type_of(v.dtype), None) for v in node.outputs]
+            inputs.append(_value_info(v.name, elem_type(v.dtype), v.shape))
+    outputs = [_value_info(v.name, elem_type(v.dtype), None) for v in node.outputs]
     p = onnx.NodeProto()
     p.CopyFrom(node.proto)
     g = helper.make_graph([p], "probe", inputs, outputs, initializer=inits)
@@ -242,6 +225,12 @@ def _one_node_model(node: Node, opset: int, upcast: bool) -> onnx.ModelProto:
     return upcast_model(m)[0] if upcast else m
 
 
+def _shape_like(v: Any) -> bool:
+    """A small integer constant: axes, a shape, pads. Such values can decide a probe (shape inference)."""
+    c = v.const
+    return c is not None and c.size <= _SMALL_CONST and c.dtype.kind in "iub"
+
+
 def _ranks(node: Node) -> tuple:
     return tuple(len(v.shape) if v.shape is not None else -1 for v in node.present_inputs)
 
@@ -249,8 +238,7 @@ def _ranks(node: Node) -> tuple:
 def _context(node: Node) -> tuple:
     """What a probe or an expansion may depend on beyond the signature: attributes, ranks, small constants."""
     attrs = tuple(a.SerializeToString() for a in node.proto.attribute)
-    consts = tuple(v.const.tobytes() if v.const is not None and v.const.nbytes <= _SMALL_CONST
-                   and v.const.dtype != object else None for v in node.present_inputs)
+    consts = tuple(v.const.tobytes() if _shape_like(v) else None for v in node.present_inputs)
     return attrs, _ranks(node), consts
 
 
@@ -325,9 +313,10 @@ class Support:
             return model
         return onnx.inliner.inline_selected_functions(model, ops, inline_schema_functions=True)
 
-    def reason(self, node: Node, upcast: bool = False) -> str | None:
-        """Why the provider cannot run `node` (with float16/bfloat16 widened to float32 when `upcast`)."""
-        sig = signature(node)
+    def reason(self, node: Node, upcast: bool = False, sig: tuple | None = None) -> str | None:
+        """Why the provider cannot run `node` (with float16/bfloat16 widened to float32 when `upcast`);
+        `sig`: the node's signature when the caller has it already."""
+        sig = sig or signature(node)
         if upcast:
             sig = _widened(sig)
         hit = self._kernel.get(sig, 0)
@@ -430,66 +419,5 @@ def _proto_model(proto: onnx.NodeProto, sig: tuple) -> onnx.ModelProto:
 
 def _widened(sig: tuple) -> tuple:
     domain, op_type, opset, ins, outs = sig
-    return (domain, op_type, opset, tuple(_FLOAT if t in LOW_FLOATS else t for t in ins),
-            tuple(_FLOAT if t in LOW_FLOATS else t for t in outs))
-
-
-def low_floats(nodes: Iterable[Node]) -> set[str]:
-    """'fp16' / 'bf16' for the float16 / bfloat16 tensors these nodes read or write."""
-    found = set()
-    for n in nodes:
-        for v in (*n.present_inputs, *n.outputs):
-            t = _type_of(v.dtype)
-            if t in LOW_FLOATS:
-                found.add(LOW_FLOATS[t])
-    return found
-
-
-# -- running float16/bfloat16 as float32 ------------------------------------------------------------------
-def _widen_tensor(t: onnx.TensorProto) -> None:
-    if t.data_type in LOW_FLOATS and t.data_location != onnx.TensorProto.EXTERNAL:
-        t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name))
-    elif t.data_type in LOW_FLOATS:
-        t.data_type = _FLOAT
-
-
-def _widen_type(tp: onnx.TypeProto) -> None:
-    kind = tp.WhichOneof("value")
-    if kind == "tensor_type" and tp.tensor_type.elem_type in LOW_FLOATS:
-        tp.tensor_type.elem_type = _FLOAT
-    elif kind in ("sequence_type", "optional_type"):
-        _widen_type(getattr(tp, kind).elem_type)
-
-
-_DTYPE_ATTRS = {"Cast": "to", "EyeLike": "dtype", "RandomNormal": "dtype", "RandomUniform": "dtype",
-                "RandomNormalLike": "dtype", "RandomUniformLike": "dtype", "Bernoulli": "dtype",
-                "Multinomial": "dtype"}
-
-
-def _widen_graph(g: onnx.GraphProto) -> None:
-    for vi in (*g.input, *g.output, *g.value_info):
-        _widen_type(vi.type)
-    for t in g.initializer:
-        _widen_tensor(t)
-    for n in g.node:
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.TENSOR:
-                _widen_tensor(a.t)
-            elif a.type == onnx.AttributeProto.INT and a.name == _DTYPE_ATTRS.get(n.op_type) \
-                    and a.i in LOW_FLOATS:
-                a.i = _FLOAT
-            elif a.type == onnx.AttributeProto.GRAPH:
-                _widen_graph(a.g)
-            elif a.type == onnx.AttributeProto.GRAPHS:
-                for sub in a.graphs:
-                    _widen_graph(sub)
-
-
-def upcast_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
-    """A copy of `model` with every float16/bfloat16 tensor, attribute and Cast target made float32, and
-    whether anything changed. External (shared) initializers only change type: widen their arrays too."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    before = m.SerializeToString()
-    _widen_graph(m.graph)
-    return m, m.SerializeToString() != before
+    return (domain, op_type, opset, tuple(FLOAT if t in LOW_FLOATS else t for t in ins),
+            tuple(FLOAT if t in LOW_FLOATS else t for t in outs))

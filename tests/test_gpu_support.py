@@ -15,7 +15,8 @@ from dispatch.frontend import load
 from dispatch.partition import plan
 from dispatch.validate import compare, reference_outputs
 from targets.base import make_target
-from targets.support import COVERAGE_DIR, Support, cuda_coverage, local_coverage, upcast_model
+from targets.support import COVERAGE_DIR, Support, cuda_coverage, local_coverage
+from targets.upcast import upcast_model
 
 F, H, B = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16
 NO_GPU = "CUDAExecutionProvider" not in ort.get_available_providers()
