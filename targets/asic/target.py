@@ -75,6 +75,7 @@ import numpy as np
 from dispatch.cost import Cost, OpCost
 from dispatch.errors import DispatchError
 from dispatch.ir import Graph, Node, Value
+from targets.asic.dedupe import distinct_filters
 from targets.asic.kernels import (
     FLOAT_DTYPES,
     INPLACE_KERNELS,
@@ -639,7 +640,8 @@ class _Program:
                                         epsilon=float(bn.attr("epsilon", 1e-5)))
                 args = [args[0], _const(w2), _const(b2)]
                 outs = tuple(v.name for v in bn.outputs)
-            raw.append((n.name, ALL_KERNELS[n.op_type], args, dict(n.attrs), outs))
+            kernel, args = distinct_filters(n.op_type, ALL_KERNELS[n.op_type], args, n.attrs, _const)
+            raw.append((n.name, kernel, args, dict(n.attrs), outs))
         # Check the dataflow: every tensor read is fed or produced earlier; every output is available.
         available = set(inputs)
         last_use: dict[str, int] = {}
