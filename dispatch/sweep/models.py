@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 import uuid
 import warnings
 from collections import OrderedDict
@@ -116,6 +117,7 @@ class GraphCache:
         self.size = size
         self._graphs: OrderedDict[tuple[str, tuple[tuple[str, int], ...]], tuple[Any, list]] = OrderedDict()
         self.loads = 0
+        self.load_s = 0.0  # seconds spent loading and analysing
         self.evicted: list[tuple[str, tuple[tuple[str, int], ...]]] = []
 
     def get(self, ref: str, shapes: Mapping[str, int]) -> tuple[tuple[str, tuple], Any, list]:
@@ -128,9 +130,11 @@ class GraphCache:
             while len(self._graphs) >= self.size:
                 old, _ = self._graphs.popitem(last=False)
                 self.evicted.append(old)
+            t0 = time.perf_counter()
             g = load(ref, shapes or None)
             hit = self._graphs[key] = (g, analyze(g))
             self.loads += 1
+            self.load_s += time.perf_counter() - t0
         self._graphs.move_to_end(key)
         return key, hit[0], hit[1]
 

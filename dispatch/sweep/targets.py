@@ -33,6 +33,7 @@ __all__ = ["spec_data", "spec_text", "derived_spec", "CachedTarget", "TargetCach
            "to_toml"]
 
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
+_MISS = object()
 
 
 def _spec_path(preset_or_path: str) -> Path:
@@ -147,26 +148,43 @@ class CachedTarget(Target):
             raise AttributeError(attr)
         return getattr(self.inner, attr)
 
-    def _memo(self, table: dict[int, Any], node: Node, compute: Any) -> Any:
-        i = node.index
-        if i in table:
+    # Each question: a dict lookup by node index, else ask the target once (Problem.build asks these four
+    # of every node on every target, so the lookup is kept to one dict get on a hit).
+    def unsupported_reason(self, node: Node) -> str | None:
+        v = self._why.get(node.index, _MISS)
+        if v is _MISS:
+            self.misses += 1
+            v = self._why[node.index] = self.inner.unsupported_reason(node)
+        else:
             self.hits += 1
-            return table[i]
-        self.misses += 1
-        table[i] = v = compute()
         return v
 
-    def unsupported_reason(self, node: Node) -> str | None:
-        return self._memo(self._why, node, lambda: self.inner.unsupported_reason(node))
-
     def cost(self, node: Node, op: OpCost) -> Cost:
-        return self._memo(self._cost, node, lambda: self.inner.cost(node, op))
+        v = self._cost.get(node.index, _MISS)
+        if v is _MISS:
+            self.misses += 1
+            v = self._cost[node.index] = self.inner.cost(node, op)
+        else:
+            self.hits += 1
+        return v
 
     def fusion(self, node: Node, op: OpCost) -> tuple[str, Cost] | None:
-        return self._memo(self._fusion, node, lambda: self.inner.fusion(node, op))
+        v = self._fusion.get(node.index, _MISS)
+        if v is _MISS:
+            self.misses += 1
+            v = self._fusion[node.index] = self.inner.fusion(node, op)
+        else:
+            self.hits += 1
+        return v
 
     def weight_bytes(self, node: Node, op: OpCost) -> int:
-        return self._memo(self._wbytes, node, lambda: self.inner.weight_bytes(node, op))
+        v = self._wbytes.get(node.index, _MISS)
+        if v is _MISS:
+            self.misses += 1
+            v = self._wbytes[node.index] = self.inner.weight_bytes(node, op)
+        else:
+            self.hits += 1
+        return v
 
     def segment_overhead(self) -> Cost:
         return self.inner.segment_overhead()
