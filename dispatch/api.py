@@ -38,6 +38,7 @@ from dispatch.validate import (
     compare,
     feed_specs,
     generate_feeds,
+    graph_depth,
     reference_outputs,
 )
 from targets.base import DEFAULT_TARGETS, Target, make_target
@@ -233,7 +234,8 @@ class Dispatcher:
         feeds = self.example_feeds() if feeds is None else feeds
         entry = self._entry(self._checker.check(feeds))
         outputs = entry.runtime.run(feeds)
-        result = compare(outputs, reference_outputs(entry.graph, feeds), self.rtol, self.atol)
+        result = compare(outputs, reference_outputs(entry.graph, feeds), self.rtol, self.atol,
+                         depth=graph_depth(entry.graph))
         self._validation = result
         return result
 

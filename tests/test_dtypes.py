@@ -131,3 +131,16 @@ def test_int8_zoo_models_plan_run_validate_bit_exact(name, targets):
     checked = _check_int8_segments(d, feeds)
     # every QLinearConv (ResNet-50: 53) / MatMulInteger (BERT: 72) that the plan puts on the ASIC is checked
     assert checked > 0
+
+
+def test_16_bit_tolerance_floor_grows_with_depth():
+    # float16 u = 2^-11: the rtol floor is u·max(20, 5·sqrt(depth)): depth 1 -> 20u = 9.77e-3; depth 400 ->
+    # 5·20·u = 100u = 4.88e-2. An error of 3% of the scale fails the first and passes the second.
+    from dispatch.validate import compare, graph_depth
+
+    r = np.array([1.0, -2.0, 4.0], np.float16)
+    a = r + np.array([0.0, 0.0, 0.12], np.float16)  # 0.12 / 4 = 3%
+    shallow, deep = compare({"y": a}, {"y": r}), compare({"y": a}, {"y": r}, depth=400)
+    assert not shallow.ok and shallow.outputs[0].tolerances[0] == pytest.approx(20 * 2.0**-11)
+    assert deep.ok and deep.outputs[0].tolerances[0] == pytest.approx(100 * 2.0**-11)
+    assert graph_depth(load("tiny_cnn-fp16", shapes={"batch": 1})) == 13  # every node on one path
