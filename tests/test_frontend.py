@@ -187,6 +187,20 @@ def test_pytorch_converted_opset_6_cases_run_as_shipped(case: str):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_every_shipped_model_older_than_opset_7_loads_upgraded():
+    data = Path(onnx.__file__).parent / "backend" / "test" / "data"
+    old = []
+    for path in sorted(data.glob("*/*/model.onnx")):
+        model = onnx.load(str(path))
+        opset = next(i.version for i in model.opset_import if i.domain in ("", "ai.onnx"))
+        if opset < 7:
+            graph = load(model)
+            assert graph.opset == 7 and f"opset {opset} upgraded to opset 7 with onnx.version_converter" in \
+                graph.notes, path.parent.name
+            old.append(path.parent.name)
+    assert len(old) >= 35  # onnx 1.23: 79 pytorch-converted cases at opset 6
+
+
 def test_opset_that_cannot_be_upgraded_is_one_sentence():
     # onnx.version_converter has no adapter for Tile from opset 5 (Tile-1 took tiles and axis inputs).
     graph = helper.make_graph([helper.make_node("Tile", ["x", "r"], ["y"])], "tile",
