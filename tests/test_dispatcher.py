@@ -282,7 +282,8 @@ def test_unknown_plan_option_names_it_and_the_valid_ones():
     # regression: Dispatcher(model, plan_options={"nosuch": 1}) was silently accepted
     targets = {"a": FakeOrtTarget("a"), "b": FakeOrtTarget("b")}
     with pytest.raises(DispatchError, match=r"Strategy 'optimal' has no option 'nosuch'; it takes "
-                                            r"time_limit_s, mip_rel_gap, method, relax_first, edp_steps\."):
+                                            r"time_limit_s, mip_rel_gap, method, relax_first, edp_steps, "
+                                            r"enumerate_limit, makespan_enumerate_limit\."):
         Dispatcher(_diamond(), targets, plan_options={"nosuch": 1})
     with pytest.raises(DispatchError, match=r"Strategy 'greedy' has no option 'time_limit_s'; it takes none"):
         Dispatcher(_diamond(), targets, strategy="greedy", plan_options={"time_limit_s": 1})
