@@ -48,6 +48,7 @@ class CorpusEntry:
     factory: Callable[[], Any]
     inputs: tuple[InputSpec, ...]
     output_names: tuple[str, ...]
+    dynamic_axes: tuple[tuple[str, tuple[tuple[int, str], ...]], ...] = ()  # (tensor, ((axis, symbol), ...))
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -306,6 +307,12 @@ CORPUS: dict[str, CorpusEntry] = {e.name: e for e in (
                 f"of 12 of 768, sequence {_SEQ}", "erf GELU, token-type embeddings, extended attention mask, "
                 "pooler x[:, 0] -> Linear -> Tanh", _bert,
                 (InputSpec("input_ids", (1, _SEQ), "int64", 30522),), ("last_hidden_state", "pooler_output")),
+    CorpusEntry("bert_dynamic", "transformers", "the bert entry exported with symbolic batch and sequence "
+                "(as HF exports are), run at batch 2, sequence 24",
+                "symbolic dimensions bound at load, Shape-derived masks and positions", _bert,
+                (InputSpec("input_ids", (2, 24), "int64", 30522),), ("last_hidden_state", "pooler_output"),
+                (("input_ids", ((0, "batch"), (1, "sequence"))),
+                 ("last_hidden_state", ((0, "batch"), (1, "sequence"))), ("pooler_output", ((0, "batch"),)))),
     CorpusEntry("gpt2", "transformers", f"HF GPT2Model, 4 layers of hidden 256 (4 heads) instead of 12 of "
                 f"768, sequence {_SEQ}", "Conv1D (addmm), tanh GELU, causal mask, pre-LayerNorm", _gpt2,
                 (InputSpec("input_ids", (1, _SEQ), "int64", 50257),), ("last_hidden_state",)),
@@ -447,7 +454,8 @@ def _export(name: str, module: Any) -> bytes:
         warnings.simplefilter("ignore")
         torch.onnx.export(module, _args(name), buffer, dynamo=False, opset_version=OPSET,
                           do_constant_folding=True, input_names=list(entry.input_names),
-                          output_names=list(entry.output_names))
+                          output_names=list(entry.output_names),
+                          dynamic_axes={t: dict(axes) for t, axes in entry.dynamic_axes} or None)
     model = onnx.load_from_string(buffer.getvalue())
     model.doc_string = entry.description
     model.producer_name = "dispatch.models.corpus"

@@ -141,7 +141,9 @@ def check(name: str, targets: Mapping[str, Any] | None = None, out_dir: str | No
         path = _timed(result, "export", export)
         if path is None:
             return result
-        graph = _timed(result, "load", lambda: (load(path), "", True))
+        # symbolic dimensions (dynamic_axes) are bound to the feeds' shapes
+        shapes = {n: feeds[n].shape for n, _ in get_corpus_entry(name).dynamic_axes if n in feeds}
+        graph = _timed(result, "load", lambda: (load(path, shapes), "", True))
         if graph is None:
             return result
 
