@@ -8,10 +8,12 @@ integer outputs (and the DequantizeLinear floats) must be bit-identical.
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 import models
 from dispatch import Dispatcher
@@ -144,3 +146,69 @@ def test_16_bit_tolerance_floor_grows_with_depth():
     assert not shallow.ok and shallow.outputs[0].tolerances[0] == pytest.approx(20 * 2.0**-11)
     assert deep.ok and deep.outputs[0].tolerances[0] == pytest.approx(100 * 2.0**-11)
     assert graph_depth(load("tiny_cnn-fp16", shapes={"batch": 1})) == 13  # every node on one path
+
+
+def _bf16_mlp() -> onnx.ModelProto:
+    """x (8, 64) bf16 -> MatMul W1 (64, 128) -> Add b1 -> Relu -> Softmax -> MatMul W2 (128, 32) -> y, every
+    tensor and initializer bfloat16 (ml_dtypes arrays through onnx.numpy_helper). Outputs of order 1-3."""
+    rng = np.random.default_rng(3)
+    bf = ml_dtypes.bfloat16
+    w1 = (rng.standard_normal((64, 128)) / 8).astype(bf)
+    b1 = rng.standard_normal(128).astype(bf)
+    w2 = (rng.standard_normal((128, 32)) * 8).astype(bf)
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"], name="mm1"),
+             helper.make_node("Add", ["h", "b1"], ["hb"], name="add"),
+             helper.make_node("Relu", ["hb"], ["r"], name="relu"),
+             helper.make_node("Softmax", ["r"], ["s"], name="sm", axis=-1),
+             helper.make_node("MatMul", ["s", "W2"], ["y"], name="mm2")]
+    graph = helper.make_graph(nodes, "bf16",
+                              [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [8, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [8, 32])],
+                              [numpy_helper.from_array(w1, "W1"), numpy_helper.from_array(b1, "b1"),
+                               numpy_helper.from_array(w2, "W2")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("strategy", ["optimal", "only:asic"])
+def test_bfloat16_model_plans_runs_validates(strategy):
+    d = Dispatcher(_bf16_mlp(), TARGET_SETS["tpu"], strategy=strategy)
+    assert d.graph.values["W1"].const.dtype == ml_dtypes.bfloat16  # loaded and kept as bfloat16
+    feeds = d.example_feeds()
+    assert feeds["x"].dtype == ml_dtypes.bfloat16
+    out = d.run(feeds)["y"]
+    assert out.dtype == ml_dtypes.bfloat16
+    result = d.validate(feeds)
+    assert result.ok, result.as_dict()
+    err = result.outputs[0]
+    assert err.scale > 1.0  # the tolerance (2^-8 · 20 of the scale) is not swamped by atol
+    if strategy == "only:asic":  # the MatMuls ran in the ASIC's bf16 kernels (fp32 sums, bf16 outputs)
+        assert {d.graph.node(n).op_type for s in d.plan.segments if s.target == "asic" for n in s.nodes} \
+            >= {"MatMul", "Add", "Relu"}
+    # a result 20% of the scale off fails (the bfloat16 floor is 20·2^-8 = 7.8% of the scale)
+    bad = {"y": (out.astype(np.float32) + 0.2 * err.scale).astype(ml_dtypes.bfloat16)}
+    from dispatch.validate import compare, reference_outputs
+    assert not compare(bad, reference_outputs(d.graph, feeds)).ok
+
+
+@pytest.mark.parametrize("targets", sorted(TARGET_SETS))
+def test_tiny_fp16_plans_runs_validates(targets):
+    d = Dispatcher("tiny_cnn-fp16", TARGET_SETS[targets], shapes={"batch": 2})
+    feeds = d.example_feeds()
+    assert feeds["input"].dtype == np.float16
+    assert d.validate(feeds).ok
+    if targets == "edge":  # edge-npu takes float16 tensors: its kernels run them when asked to
+        a = Dispatcher("tiny_cnn-fp16", TARGET_SETS[targets], strategy="only:asic", shapes={"batch": 2})
+        assert any(s.target == "asic" for s in a.plan.segments)
+        assert a.validate(feeds).ok
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "targets", "strategy"), [
+    ("resnet50-fp16", "tpu", "optimal"), ("resnet50-fp16", "edge", "optimal"),
+    ("resnet50-fp16", "edge", "only:asic"),  # every conv in the ASIC's fp16 kernels
+    ("bert-fp16", "tpu", "optimal"), ("bert-fp16", "edge", "optimal")])
+def test_fp16_zoo_models_plan_run_validate(name, targets, strategy):
+    models.build(name)
+    d = Dispatcher(name, TARGET_SETS[targets], strategy=strategy)
+    result = d.validate()
+    assert result.ok, result.as_dict()
