@@ -1,7 +1,9 @@
 """Why a node sits where it does: its cost on every target, and what moving it would change (what-if).
 
 A what-if re-builds the plan with that one node moved, so the change counts the node's own cost, the
-transfers that appear or vanish, and segments that split or merge (each with its launch).
+transfers that appear or vanish, segments that split or merge (each with its launch), fusion pairs that
+join or leave one segment, and the idle power of a target that starts or stops holding nodes: the printed
+objective of dispatch/objective.py.
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ def render_explain(info: dict[str, Any]) -> str:
     if len(info["what_if"]) == 0:
         lines.append("  no other target to move it to")
         return "\n".join(lines)
-    lines.append("  if moved (whole plan re-evaluated: node, transfers, segment launches):")
-    unit = {"latency": "s", "energy": "J"}.get(info["objective"], "")
+    lines.append("  if moved (whole plan re-evaluated: node, transfers, launches, fusion, idle power):")
+    unit = {"latency": "s", "energy": "J", "makespan": "s"}.get(info["objective"], "")
     for name, w in info["what_if"].items():
         if not w["supported"]:
             lines.append(f"    to {name:<9} impossible: {w['reason']}")
