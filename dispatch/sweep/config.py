@@ -78,6 +78,10 @@ class SweepConfig:
     target_kinds: tuple[tuple[str, str], ...]  # (name, kind)
     axes: tuple[Axis, ...]  # config order
     text: str = ""  # the TOML as given (written beside the results)
+    model_infos: tuple[Any, ...] = ()  # dispatch.sweep.models.ModelInfo per model: its declared inputs
+
+    def info(self, model: str) -> Any:
+        return next(i for i in self.model_infos if i.ref == model)
 
     @property
     def free_axes(self) -> tuple[Axis, ...]:
@@ -189,7 +193,7 @@ def _check(data: Mapping[str, Any], base: Path, text: str) -> SweepConfig:
         check_binding(info, m, [a.name for a in axes])
     cfg = SweepConfig(name=name, models=models, strategies=strategies, objectives=objectives, run=run,
                       repeat=counts["repeat"], warmup=counts["warmup"], targets=tuple(targets),
-                      target_kinds=tuple(kinds.items()), axes=axes, text=text)
+                      target_kinds=tuple(kinds.items()), axes=axes, text=text, model_infos=tuple(infos))
     from dispatch.sweep.targets import check_target_values
 
     check_target_values(cfg)

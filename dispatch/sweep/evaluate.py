@@ -15,7 +15,7 @@ from typing import Any
 
 from dispatch.errors import DispatchError
 from dispatch.sweep.config import SweepConfig
-from dispatch.sweep.models import GraphCache, ModelInfo, bindings, inspect_model, model_label
+from dispatch.sweep.models import GraphCache, bindings, model_label
 from dispatch.sweep.points import Point
 from dispatch.sweep.targets import TargetCache, target_settings
 
@@ -50,23 +50,17 @@ class Worker:
         self.cfg = cfg
         self.graphs = GraphCache(graphs_kept)
         self.targets = TargetCache()
-        self._infos: dict[str, ModelInfo] = {}
         self._runs: dict[Any, tuple[dict, dict]] = {}  # graph key -> (feeds, reference outputs)
 
     def close(self) -> None:
         self.targets.close()
-
-    def _info(self, ref: str) -> ModelInfo:
-        if ref not in self._infos:
-            self._infos[ref] = inspect_model(ref)
-        return self._infos[ref]
 
     def rows(self, point: Point) -> list[dict[str, Any]]:
         cfg = self.cfg
         values = point.as_dict
         base = {"point": point.index, "point_id": point.id, "model": model_label(point.model), **values}
         try:
-            ref, shapes = bindings(self._info(point.model), values)
+            ref, shapes = bindings(cfg.info(point.model), values)
             gkey, graph, ops = self.graphs.get(ref, shapes)
             for old in self.graphs.evicted:
                 self.targets.forget_graph(old)

@@ -16,6 +16,7 @@ import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,13 @@ __all__ = ["ModelInfo", "inspect_model", "batch_model", "GraphCache"]
 _SYMBOL = "batch"  # the symbol a batch export gives dimension 0
 
 
+@dataclass(frozen=True)
 class ModelInfo:
-    """A model's inputs as declared: [(name, [dim_value or dim_param])]."""
+    """A model's inputs as declared: ((name, (dim_value or dim_param, ...)), ...)."""
 
-    def __init__(self, ref: str, inputs: list[tuple[str, list[Any]]], zoo: bool) -> None:
-        self.ref, self.inputs, self.zoo = ref, inputs, zoo
+    ref: str
+    inputs: tuple[tuple[str, tuple[Any, ...]], ...]
+    zoo: bool
 
     @property
     def symbols(self) -> set[str]:
@@ -50,9 +53,9 @@ def inspect_model(ref: str) -> ModelInfo:
 
     proto, _ = load_model_proto(ref)
     init = {i.name for i in proto.graph.initializer}
-    inputs = [(i.name, [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?")
-                        for d in i.type.tensor_type.shape.dim])
-              for i in proto.graph.input if i.name not in init]
+    inputs = tuple((i.name, tuple(d.dim_param or (d.dim_value if d.HasField("dim_value") else "?")
+                                  for d in i.type.tensor_type.shape.dim))
+                   for i in proto.graph.input if i.name not in init)
     zoo = not (ref.endswith(".onnx") or "/" in ref)
     return ModelInfo(ref, inputs, zoo)
 
@@ -117,7 +120,8 @@ class GraphCache:
         self.size = size
         self._graphs: OrderedDict[tuple[str, tuple[tuple[str, int], ...]], tuple[Any, list]] = OrderedDict()
         self.loads = 0
-        self.load_s = 0.0  # seconds spent loading and analysing
+        self.load_s = 0.0  # seconds spent loading and analysing (wall clock)
+        self.load_cpu_s = 0.0  # and of this process's CPU time
         self.evicted: list[tuple[str, tuple[tuple[str, int], ...]]] = []
 
     def get(self, ref: str, shapes: Mapping[str, int]) -> tuple[tuple[str, tuple], Any, list]:
@@ -130,11 +134,12 @@ class GraphCache:
             while len(self._graphs) >= self.size:
                 old, _ = self._graphs.popitem(last=False)
                 self.evicted.append(old)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             g = load(ref, shapes or None)
             hit = self._graphs[key] = (g, analyze(g))
             self.loads += 1
             self.load_s += time.perf_counter() - t0
+            self.load_cpu_s += time.process_time() - c0
         self._graphs.move_to_end(key)
         return key, hit[0], hit[1]
 

@@ -130,12 +130,11 @@ def _prebuild(cfg: SweepConfig) -> None:
     """Export the batch variants of zoo models once here, not in every worker at the same time."""
     if not any(a.name == "batch" for a in cfg.axes):
         return
-    from dispatch.sweep.models import batch_model, inspect_model
+    from dispatch.sweep.models import batch_model
 
-    for m in cfg.models:
-        info = inspect_model(m)
+    for info in cfg.model_infos:
         if info.zoo and info.batch_symbol() is None:
-            batch_model(m)
+            batch_model(info.ref)
 
 
 class _Bar:
