@@ -305,7 +305,9 @@ def solve_weighted(problem: Problem, w_lat: float, w_en: float, *, time_limit_s:
         best, val, evals = _local_search(p, best, score, _search_budget(p), val)
     else:
         evals = 0
-    return _finish(p, name, val, lb, best, notes, f"bound over {count} candidates and {evals} moves")
+    return _finish(p, name, val, lb, best, notes,
+                   f"best of {count} candidate plans (cut/MILP solutions, baselines) and {evals} segment "
+                   "moves, against a lower bound per set of targets used")
 
 
 def optimal(problem: Problem, *, time_limit_s: float = 20.0, mip_rel_gap: float = 1e-6, method: str = "auto",
@@ -372,7 +374,8 @@ def optimal(problem: Problem, *, time_limit_s: float = 20.0, mip_rel_gap: float 
         best, val, evals = _local_search(p, best, score, budget, val)
     else:
         evals = 0
-    return _finish(p, obj, val, lower, best, notes, f"best of {count} candidates and {evals} moves")
+    return _finish(p, obj, val, lower, best, notes,
+                   f"best of {count} candidate plans (weighted optima, baselines) and {evals} segment moves")
 
 
 def _bound_of(p: Problem, found: Assignment, w_lat: float, w_en: float, **kw: Any) -> float:
