@@ -40,7 +40,8 @@ def model_section(graph: Graph) -> dict[str, Any]:
 
 def totals_section(costs: Sequence[OpCost]) -> dict[str, int]:
     total = sum(costs, OpCost())
-    return {"flops": total.flops, "macs": total.macs, "bytes_read": total.bytes_read,
+    return {"flops": total.flops, "macs": total.macs,
+            "int8_macs": sum(c.macs for c in costs if c.mac_dtype == "int8"), "bytes_read": total.bytes_read,
             "bytes_written": total.bytes_written, "param_bytes": total.param_bytes}
 
 
@@ -51,7 +52,8 @@ def nodes_section(graph: Graph, costs: Sequence[OpCost]) -> list[dict[str, Any]]
                      "macs": c.macs, "bytes_read": c.bytes_read, "bytes_written": c.bytes_written,
                      "param_bytes": c.param_bytes, "arithmetic_intensity": round(c.arithmetic_intensity, 6),
                      "modeled": c.modeled, "free": c.free,
-                     "output_shapes": [list(v.shape) if v.shape is not None else None for v in n.outputs]})
+                     "output_shapes": [list(v.shape) if v.shape is not None else None for v in n.outputs],
+                     **({"mac_dtype": c.mac_dtype} if c.mac_dtype else {})})
     return rows
 
 
@@ -338,7 +340,8 @@ def _render_summary(console: Any, r: Mapping[str, Any]) -> None:
     m, t = r["model"], r["totals"]
     console.print(f"[bold]{escape(m['name'])}[/bold]  opset {m['opset']}, {m['num_nodes']} nodes, "
                   f"{m['params']:,} parameters ({_bytes(m['param_bytes'])})", highlight=False)
-    _say(console, f"  {_si(t['macs'], 'MAC')}, {_si(t['flops'], 'FLOP')}, read {_bytes(t['bytes_read'])}, "
+    macs = _si(t["macs"], "MAC") + (f" ({_si(t['int8_macs'], 'MAC')} int8)" if t.get("int8_macs") else "")
+    _say(console, f"  {macs}, {_si(t['flops'], 'FLOP')}, read {_bytes(t['bytes_read'])}, "
                   f"written {_bytes(t['bytes_written'])} (derived from shapes; FLOPs = 2*MACs + element-wise "
                   "work)")
     for note in m.get("notes", ()):
@@ -552,7 +555,8 @@ def render_analysis(console: Any, graph: Graph, costs: Sequence[OpCost], *, ops:
     t = totals_section(costs)
     console.print(f"[bold]{graph.name}[/bold]  opset {graph.opset}, {len(graph)} nodes, "
                   f"{graph.num_params:,} parameters ({_si(graph.param_bytes, 'B')})")
-    console.print(f"  {_si(t['macs'], 'MAC')}, {_si(t['flops'], 'FLOP')}, "
+    macs = _si(t["macs"], "MAC") + (f" ({_si(t['int8_macs'], 'MAC')} int8)" if t["int8_macs"] else "")
+    console.print(f"  {macs}, {_si(t['flops'], 'FLOP')}, "
                   f"read {_si(t['bytes_read'], 'B')}, written {_si(t['bytes_written'], 'B')}  "
                   "(derived from shapes; FLOPs = 2·MACs + element-wise work)")
     for note in graph.notes:
