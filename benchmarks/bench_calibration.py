@@ -53,6 +53,9 @@ def predict(target: OrtTarget, graph: Graph) -> tuple[float, dict[str, float], i
     for node in graph.nodes:
         op = analyze_node(node)
         t = target.cost(node, op).latency_s
+        fused = target.fusion(node, op)  # one segment holds every fusion pair: the saving always applies
+        if fused is not None:
+            t -= fused[1].latency_s
         total += t
         absorbed += absorbed_by(node) is not None
         cls = op_class(node, op)
