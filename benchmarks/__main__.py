@@ -1,0 +1,186 @@
+"""Run every benchmark of the project and collect the results: `python -m benchmarks [--quick] [--only a,b]`.
+
+Each benchmark runs as its own process (its own script, the way its docstring says to run it), one after the
+other, with a time limit. For each, benchmarks/results/NAME.json records the command, exit status, seconds,
+the 1-minute load average before and after, the markdown it produced and every markdown table in it as rows
+(header -> cell); benchmarks/results/summary.md lists them all.
+
+Full runs pass each script's own `--write`/`--out`, so they rewrite benchmarks/results/NAME.md as the script
+always has. `--quick` runs a smaller case of each (arguments below, about ten minutes on the 2-core
+development machine) and writes everything under benchmarks/results/quick/ instead, so that the curated full
+results are never replaced by smoke-test numbers.
+
+Not here: a fidelity benchmark (predicted against measured per target) does not exist yet; the SCALE-Sim
+goldens are regenerated only when SCALE-Sim's own environment is present (SCALESIM_PYTHON, or
+/work/scalesim-venv/bin/python; see benchmarks/scalesim_goldens.py), and the agreement of our cycle counts
+with the stored goldens is checked by running their tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PY = sys.executable
+
+
+@dataclass(frozen=True)
+class Bench:
+    name: str
+    what: str
+    full: tuple[str, ...]  # command after the interpreter
+    quick: tuple[str, ...]
+    markdown: str | None  # the file a full run writes (None: the markdown is the command's output)
+    limit_s: int = 3600
+    quick_limit_s: int = 300
+
+
+def _b(script: str) -> str:
+    return f"benchmarks/{script}"
+
+
+BENCHES = (
+    Bench("load", "load + analyse a synthetic graph and the zoo's largest models",
+          (_b("bench_load.py"), "--write"),
+          (_b("bench_load.py"), "--sizes", "10000", "--repeat", "1", "--zoo", "bert"), "load.md"),
+    Bench("partition", "planning time, synthetic graphs and real presets",
+          (_b("bench_partition.py"), "--write"),
+          (_b("bench_partition.py"), "--sizes", "1000,10000", "--repeat", "1"), "partition.md"),
+    Bench("kernels", "ASIC NumPy kernels against onnxruntime's CPU kernels",
+          (_b("bench_kernels.py"),), (_b("bench_kernels.py"), "--only", "bert", "--repeats", "3", "--out",
+                                      "{quick}/kernels.md"), "kernels.md"),
+    Bench("runtime", "Dispatcher overhead, ResNet-50 on the simulated ASIC, BERT memory",
+          (_b("bench_runtime.py"), "all", "--write"), (_b("bench_runtime.py"), "overhead", "--quick"),
+          "runtime.md"),
+    Bench("calibration", "calibrated CPU prediction against measured, per zoo model",
+          (_b("bench_calibration.py"), "--out", "benchmarks/results/calibration.md"),
+          (_b("bench_calibration.py"), "--models", "mlp,resnet18", "--repeats", "5", "--rounds", "1", "--out",
+           "{quick}/calibration.md"), "calibration.md"),
+    Bench("corpus", "third-party architectures through every stage",
+          (_b("bench_corpus.py"), "--write"), (_b("bench_corpus.py"), "mobilenet_v3_small", "shufflenet_v2"),
+          "corpus.md"),
+    Bench("sweep", "design-space sweep: plain plan() loop against the sweep, local workers and Ray",
+          (_b("bench_sweep.py"), "--write"), (_b("bench_sweep.py"), "--quick"), "sweep.md"),
+    Bench("scalesim", "our systolic cycle counts against the stored SCALE-Sim v3 goldens",
+          ("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_asic_timing.py", "-k",
+           "scalesim or per_dataflow or goldens"),
+          ("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_asic_timing.py", "-k",
+           "scalesim or per_dataflow or goldens"), None, 600, 120),
+    Bench("backend", "onnxruntime's backend test suite through the dispatcher",
+          ("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_backend.py"),
+          ("-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", "tests/test_backend.py"), None,
+          3600, 300),
+)
+
+
+def tables(markdown: str) -> list[list[dict[str, str]]]:
+    """Every pipe table in `markdown` as rows of header -> cell text."""
+    out: list[list[dict[str, str]]] = []
+    lines = markdown.splitlines()
+    i = 0
+    while i < len(lines) - 1:
+        head, rule = lines[i].strip(), lines[i + 1].strip()
+        if head.startswith("|") and re.fullmatch(r"\|?(\s*:?-{2,}:?\s*\|)+\s*:?-*:?\s*\|?", rule):
+            cols = [c.strip() for c in head.strip("|").split("|")]
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                cells = [c.strip() for c in lines[i].strip().strip("|").split("|")]
+                rows.append(dict(zip(cols, cells, strict=False)))
+                i += 1
+            out.append(rows)
+        else:
+            i += 1
+    return out
+
+
+def _load() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def run_one(b: Bench, quick: bool, folder: Path) -> dict:
+    args = [a.replace("{quick}", str(folder.relative_to(ROOT))) for a in (b.quick if quick else b.full)]
+    cmd = [PY, *args]
+    shown = "python " + " ".join(args)
+    print(f"== {b.name}: {shown}", file=sys.stderr, flush=True)
+    before, t0 = _load(), time.perf_counter()
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    try:
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env,
+                           timeout=b.quick_limit_s if quick else b.limit_s)
+        rc, stdout, stderr = p.returncode, p.stdout, p.stderr
+    except subprocess.TimeoutExpired as e:
+        rc = "timeout"
+        stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+    seconds = time.perf_counter() - t0
+    wrote = "--out" in args or (not quick and "--write" in args)  # the script wrote its own markdown
+    md_file = (folder / b.markdown) if wrote and b.markdown else folder / f"{b.name}.md"
+    if wrote and md_file.is_file():
+        text = md_file.read_text()
+    else:  # the output is the result: keep it as markdown beside the json
+        text = stdout
+        md_file = folder / f"{b.name}.md"
+        md_file.write_text(f"<!-- {shown} (exit {rc}, {seconds:.0f} s) -->\n\n{text}")
+    record = {"name": b.name, "what": b.what, "command": shown, "returncode": rc,
+              "seconds": round(seconds, 1),
+              "load_average_before": before, "load_average_after": _load(),
+              "markdown_file": str(md_file.relative_to(ROOT)), "tables": tables(text),
+              "stderr_tail": stderr[-2000:]}
+    (folder / f"{b.name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    status = "ok" if rc == 0 else f"exit {rc}"
+    print(f"   {status} in {seconds:.0f} s -> {record['markdown_file']}", file=sys.stderr, flush=True)
+    return record
+
+
+def _scalesim_python() -> str | None:
+    for p in (os.environ.get("SCALESIM_PYTHON"), "/work/scalesim-venv/bin/python"):
+        if p and Path(p).is_file():
+            return p
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    names = ", ".join(b.name for b in BENCHES)
+    ap.add_argument("--quick", action="store_true", help="smaller cases, written to results/quick/")
+    ap.add_argument("--only", default="", help=f"comma-separated subset of {names}")
+    args = ap.parse_args(argv)
+    chosen = [b for b in BENCHES if not args.only or b.name in args.only.split(",")]
+    unknown = set(filter(None, args.only.split(","))) - {b.name for b in BENCHES}
+    if unknown:
+        ap.error(f"unknown benchmarks {sorted(unknown)}; choose from {', '.join(b.name for b in BENCHES)}")
+    folder = RESULTS / "quick" if args.quick else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    records = [run_one(b, args.quick, folder) for b in chosen]
+    sim = _scalesim_python()
+    if not args.quick and sim and (not args.only or "scalesim" in args.only):
+        print("== scalesim goldens: regenerating with SCALE-Sim", file=sys.stderr, flush=True)
+        subprocess.run([sim, "benchmarks/scalesim_goldens.py"], cwd=ROOT, timeout=1800, check=False)
+    lines = [f"# Benchmarks{' (--quick)' if args.quick else ''}", "",
+             f"`python -m benchmarks{' --quick' if args.quick else ''}`; each row is one process, run one "
+             "after another on this machine (load averages in each JSON file). Not run: a fidelity benchmark "
+             "(none exists yet)" + ("" if sim else "; SCALE-Sim itself (its environment is not installed "
+                                               "here: the stored goldens are compared instead)") + ".", "",
+             "| benchmark | what | status | seconds | result |", "|---|---|---|---:|---|"]
+    for r in records:
+        status = "ok" if r["returncode"] == 0 else f"exit {r['returncode']}"
+        rel = os.path.relpath(ROOT / r["markdown_file"], folder)
+        lines.append(f"| {r['name']} | {r['what']} | {status} | {r['seconds']:.0f} | [{rel}]({rel}) |")
+    (folder / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0 if all(r["returncode"] == 0 for r in records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
