@@ -65,6 +65,8 @@ class FeedSpec:
             return f"list of {dt} arrays"
         if self.dims is None:
             return f"{dt} of any shape"
+        if not self.dims:
+            return f"rank-0 {dt} (shape ())"
         return f"{dt} ({', '.join(str(d) for d in self.dims)}{',' if len(self.dims) == 1 else ''})"
 
 

@@ -78,3 +78,12 @@ def test_checker_names_numpy_scalars() -> None:
     feeds["bfloat16"] = np.asarray(1.0, np.float32)
     with pytest.raises(DispatchError, match=r"astype\(ml_dtypes\.bfloat16\)"):
         checker.check(feeds)
+
+
+def test_a_missing_rank_0_input_is_described_as_rank_0() -> None:
+    checker = FeedChecker(feed_specs(identity_model([], ["BOOL", "FLOAT"])))
+    with pytest.raises(DispatchError, match=r"Input 'bool' is missing from the feeds; pass a rank-0 bool "
+                                            r"\(shape \(\)\) array under that name"):
+        checker.check({"float": np.asarray(1.0, np.float32)})
+    with pytest.raises(DispatchError, match=r"has 1 dimensions \(shape \(1,\)\) but the model expects 0"):
+        checker.check({"float": np.asarray(1.0, np.float32), "bool": np.asarray([True])})
