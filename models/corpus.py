@@ -29,7 +29,8 @@ from dispatch.errors import DispatchError
 from models.zoo import OPSET, SEED, InputSpec, cache_dir
 
 __all__ = ["CORPUS", "CORPUS_VERSION", "CorpusEntry", "list_corpus", "get_corpus_entry", "build_corpus",
-           "corpus_inputs", "torch_module", "torch_outputs", "torch_flop_counts", "library_versions"]
+           "corpus_inputs", "require_libraries", "torch_module", "torch_outputs", "torch_flop_counts",
+           "library_versions"]
 
 CORPUS_VERSION = 1  # bump to invalidate every cached corpus export
 _KEY_PROP = "dispatch.corpus.key"
@@ -362,11 +363,14 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _require_libraries() -> None:
+def require_libraries() -> None:
+    """Import what the corpus needs (torchvision first, see `_torchvision`); DispatchError naming the
+    missing libraries otherwise."""
     missing = [lib for lib, v in library_versions().items() if v == "missing"]
     if missing:
         raise DispatchError(f"The corpus needs {', '.join(missing)}; install them with "
                             "pip install -e '.[corpus]'.")
+    _torchvision()  # timm and transformers import torchvision
 
 
 @functools.cache
@@ -395,8 +399,7 @@ def torch_module(name: str) -> Any:
     import torch
 
     entry = get_corpus_entry(name)
-    _require_libraries()
-    _torchvision()  # timm and transformers import torchvision
+    require_libraries()
     torch.manual_seed(SEED)
     return entry.factory().eval()
 
@@ -477,7 +480,7 @@ def build_corpus(name: str, out_dir: str | os.PathLike[str] | None = None, force
                  module: Any | None = None) -> Path:
     """Export corpus model ``name`` to ``<cache>/corpus/<name>.onnx`` (reused while its key matches)."""
     get_corpus_entry(name)
-    _require_libraries()
+    require_libraries()
     directory = cache_dir(out_dir) / "corpus"
     path = directory / f"{name}.onnx"
     if not force and path.exists() and _stored_key(path) == _cache_key(name):

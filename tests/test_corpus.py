@@ -17,7 +17,7 @@ import pytest
 
 from dispatch.errors import DispatchError
 from models.__main__ import main
-from models.corpus import CORPUS, get_corpus_entry, list_corpus
+from models.corpus import CORPUS, get_corpus_entry, list_corpus, require_libraries
 from models.corpus_check import MAC_TOLERANCE, STAGES, asic_first, check, compare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,8 +96,10 @@ def test_nms_kernel_keeps_the_best_of_overlapping_boxes() -> None:
 # -- every architecture, every stage -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def targets() -> Iterator[dict[str, Any]]:
-    for lib in ("torchvision", "timm", "transformers"):
-        pytest.importorskip(lib, reason="the corpus needs pip install -e '.[corpus]'")
+    try:
+        require_libraries()
+    except DispatchError as exc:
+        pytest.skip(str(exc))
     from targets.base import make_target
 
     tg = {"gpu": make_target("gpu", "h100-sxm"), "asic": make_target("asic", "tpu-v4-like")}
