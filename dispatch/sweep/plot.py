@@ -174,10 +174,10 @@ def _axis_plot(plt: Any, rows: list[dict[str, Any]], meta: dict[str, Any], axis:
             ax.set_ylabel(f"{ylabel}, objective {obj}")
             ax.grid(True, linewidth=0.3)
     handles, labels = axs[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, max(1, len(labels))), fontsize=6,
-               bbox_to_anchor=(0.5, -0.02 - 0.018 * math.ceil(len(labels) / 3)))
     fig.suptitle(f"{meta['name']}: predicted latency and energy against {_label(meta, axis)}")
     fig.tight_layout()
+    fig.legend(handles, labels, loc="upper center", ncol=min(3, max(1, len(labels))), fontsize=6,
+               bbox_to_anchor=(0.5, 0.0))
     files = _save(fig, folder, f"axis-{axis.replace('/', '_')}")
     plt.close(fig)
     return files
