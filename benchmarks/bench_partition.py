@@ -1,6 +1,6 @@
 """Planning time: synthetic graphs of 1k, 10k and 50k nodes, and the largest zoo model with the real targets.
 
-    python benchmarks/bench_partition.py [--sizes 1000,10000,50000] [--repeat 3] [--write]
+    python benchmarks/bench_partition.py [--sizes 1000,10000,50000] [--repeat 3] [--only real] [--write]
 
 Timed, each as the median of `repeat` runs in this process:
 * problem: Problem.build, which asks every target about every node (support, cost, weight bytes) and builds
@@ -14,6 +14,11 @@ Synthetic graphs (models/synthetic.py) contain an fp16 island that the real targ
 machine (onnxruntime's CPU provider has no fp16 MatMul; the ASIC runs bf16/fp32), so they are planned on the
 roofline targets below, with the public peak figures of an H100 SXM (TF32 495 TFLOP/s, 3.35 TB/s), a TPU v4
 (275 TFLOP/s, 1.2 TB/s) and, for three targets, an element-wise unit; the zoo model uses the real presets.
+
+Real presets (issue 10): the same graphs with the fp16 island widened to fp32 (`fp32_island`: weights cast,
+Cast-to-float16 becomes Cast-to-float; node count and structure unchanged) are planned with `optimal` on the
+real targets, gpu=h100-sxm + asic=tpu-v4-like (goals: 10,000 nodes within 2 s, 50,000 within 15 s) and with
+cpu=host-cpu as a third, for every objective. `--only real` runs just that part (no --write).
 `--write` also writes benchmarks/results/partition.md.
 """
 
@@ -23,6 +28,7 @@ import argparse
 import contextlib
 import gc
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -36,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+from onnx import numpy_helper  # noqa: E402
 
 import dispatch.partition.heft as heft_mod  # noqa: E402
 import dispatch.plan as plan_mod  # noqa: E402
@@ -45,7 +53,7 @@ from dispatch.cost import Cost, OpCost  # noqa: E402
 from dispatch.errors import DispatchError  # noqa: E402
 from dispatch.frontend import load  # noqa: E402
 from dispatch.ir import Graph, Node  # noqa: E402
-from dispatch.partition import resolve_strategy  # noqa: E402
+from dispatch.partition import OBJECTIVES, resolve_strategy  # noqa: E402
 from dispatch.plan import build_plan  # noqa: E402
 from dispatch.problem import Problem  # noqa: E402
 from targets.base import DEFAULT_TARGETS, Executable, Link, Target, TargetSpec, make_target  # noqa: E402
@@ -178,11 +186,60 @@ def gc_rows(n: int, repeat: int) -> list[str]:
             f"{statistics.median(v):.3f} | {', '.join(f'{x:.3f}' for x in v)} |" for mode, v in out.items()]
 
 
-def synthetic(n: int) -> tuple[Graph, list[OpCost], dict[str, float]]:
+def fp32_island(model: onnx.ModelProto) -> int:
+    """Widen the synthetic graph's fp16 island to fp32 in place, so the real targets run every node: fp16
+    weights become fp32, and a Cast to float16 becomes a Cast to float (a no-op cast that keeps the node).
+    Returns the number of Casts changed."""
+    g = model.graph
+    for i, t in enumerate(g.initializer):
+        if t.data_type == onnx.TensorProto.FLOAT16:
+            wide = numpy_helper.to_array(t).astype(np.float32)
+            g.initializer[i].CopyFrom(numpy_helper.from_array(wide, t.name))
+    changed = 0
+    for node in g.node:
+        for a in node.attribute:
+            if node.op_type == "Cast" and a.name == "to" and a.i == onnx.TensorProto.FLOAT16:
+                a.i = onnx.TensorProto.FLOAT
+                changed += 1
+    return changed
+
+
+def real_targets(three: bool) -> dict[str, Target]:
+    """The presets: gpu=h100-sxm, asic=tpu-v4-like (DEFAULT_TARGETS), and cpu=host-cpu as a third."""
+    t = {k: make_target(k, v) for k, v in DEFAULT_TARGETS.items()}
+    if three:
+        t["cpu"] = make_target("cpu", "host-cpu")
+    return t
+
+
+def real_rows(sizes: Sequence[int], repeat: int, limit: float) -> tuple[list[str], list[str]]:
+    """optimal on the real presets, every objective, two and three targets: (table rows, summary lines)."""
+    rows, summary = [], []
+    for n in sizes:
+        g, ops, _ = synthetic(n, fp32=True)
+        reps = repeat if n <= 10000 else 1
+        for three in (False, True):
+            targets = real_targets(three)
+            label = ", ".join(f"{k}={t.spec.name}" for k, t in targets.items())
+            totals = []
+            for objective in OBJECTIVES:
+                r = time_strategy(g, ops, targets, "optimal", reps, objective, time_limit_s=limit)
+                totals.append(f"{objective} {r['total_s']:.2f} s" + ("" if r["optimal"] else " (not proven)"))
+                rows.append(fmt_row(f"synthetic {n} fp32, {label}, {objective}", r))
+                print(rows[-1], flush=True)
+            goal = {10000: 2.0, 50000: 15.0}.get(n) if not three else None
+            summary.append(f"* {len(g.nodes)} nodes, {len(targets)} real targets: " + ", ".join(totals)
+                           + (f"; goal <= {goal:g} s." if goal else "."))
+    return rows, summary
+
+
+def synthetic(n: int, fp32: bool = False) -> tuple[Graph, list[OpCost], dict[str, float]]:
     from models.synthetic import synthetic_model
 
     t0 = time.perf_counter()
     model = synthetic_model(n, 0, seq=64, hidden=32)
+    if fp32:
+        fp32_island(model)
     t1 = time.perf_counter()
     g = load(model)
     t2 = time.perf_counter()
@@ -192,13 +249,12 @@ def synthetic(n: int) -> tuple[Graph, list[OpCost], dict[str, float]]:
 
 
 def how(notes: Sequence[str]) -> str:
-    """Which exact method answered, from the plan's notes."""
+    """Which methods answered, from the plan's notes (exhaustive search, or a bound and the candidates)."""
     text = " ".join(notes)
-    for key, label in (("edp:", "tangent sweep"), ("min cut", "min cut"), ("LP relaxation", "LP integral"),
-                       ("scipy.optimize.milp", "MILP"), ("one target", "one target")):
-        if key in text:
-            return label
-    return "-"
+    keys = (("exhaustive", "exhaustive"), ("edp:", "edp bound"), ("makespan:", "path bound"),
+            ("min cut", "min cut"), ("LP relaxation", "LP integral"), ("scipy.optimize.milp", "MILP"),
+            ("time limit", "time limit hit"), ("segment move", "search"), ("one target", "one target"))
+    return " + ".join(label for key, label in keys if key in text) or "-"
 
 
 def fmt_row(label: str, r: dict[str, Any]) -> str:
@@ -215,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--milp-limit", type=float, default=20.0, help="MILP time limit, seconds (the default)")
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--only", choices=("all", "real"), default="all",
+                    help="real: only optimal on the real presets (cannot be combined with --write)")
     ap.add_argument("--gc-probe", metavar="N:MODE", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.gc_probe:
@@ -222,9 +280,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc_probe(int(n), mode)
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
+    load_start = os.getloadavg()[0]
+    if args.only == "real":
+        if args.write:
+            ap.error("--write needs every section; drop --only")
+        real_rows(sizes, args.repeat, args.milp_limit)
+        return 0
     header = ("| graph | nodes | problem s | solve s | plan s | total s | us/node | segments | transfers | "
               "placement | optimal |\n|---|---|---|---|---|---|---|---|---|---|---|")
-    rows: dict[str, list[str]] = {"cut": [], "milp": [], "others": [], "zoo": [], "gc": []}
+    rows: dict[str, list[str]] = {"cut": [], "milp": [], "others": [], "zoo": [], "gc": [], "real": []}
     summary: list[str] = []
     prep: list[str] = []
     graphs = {}
@@ -270,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows["gc"] = gc_rows(max(sizes), args.repeat) + gc_rows_in_process(*graphs[max(sizes)], args.repeat)
     print("\n".join(rows["gc"]), flush=True)
 
+    rows["real"], real_summary = real_rows([n for n in sizes if n >= 10000] or sizes, args.repeat,
+                                           args.milp_limit)
+
     import models
 
     targets = {k: make_target(k, v) for k, v in DEFAULT_TARGETS.items()}
@@ -290,10 +357,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.write:
         text = RESULTS_TEMPLATE.format(
             machine=f"{platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}",
+            load=f"{load_start:.1f} at the start and {os.getloadavg()[0]:.1f} at the end",
             repeat=args.repeat, header=header, prep="\n".join(prep), cut="\n".join(rows["cut"]),
             summary="\n".join(summary),
             milp="\n".join(rows["milp"]), others="\n".join(rows["others"]), gc="\n".join(rows["gc"]),
-            zoo="\n".join(rows["zoo"]), limit=args.milp_limit)
+            zoo="\n".join(rows["zoo"]), limit=args.milp_limit, real="\n".join(rows["real"]),
+            real_summary="\n".join(real_summary), before=BEFORE_ISSUE_10)
         RESULTS.write_text(text)
         print(f"wrote {RESULTS}")
     return 0
@@ -303,8 +372,8 @@ RESULTS_TEMPLATE = """# Partitioning: planning time
 
 `python benchmarks/bench_partition.py --write` on this project's 2-core development machine
 ({machine}); medians of {repeat} runs (MILP rows above 10k nodes and capacity rows: one run). Other work
-was running on the machine at the same time, so single figures can be off by tens of percent; the growth
-with size is the point.
+was running on the machine at the same time (1-minute load average {load}, on 2 cores), so single figures
+can be off by tens of percent; the growth with size is the point.
 
 {summary}
 
@@ -315,6 +384,28 @@ nodes in at most 1 s and for 50,000 in at most 10 s, growing close to linearly.
 Synthetic graphs (models/synthetic.py, seq 64, hidden 32) are planned on roofline targets defined in the
 benchmark (H100 SXM and TPU v4 public peaks, an element-wise unit as the third target; NVLink-like links),
 because their fp16 island runs on neither real target on this machine (see the benchmark's docstring).
+
+## Optimal on the real presets (issue 10)
+
+The synthetic graphs with their fp16 island widened to fp32 (the benchmark's `fp32_island`; node count and
+structure unchanged), so the real targets run every node: gpu=h100-sxm and asic=tpu-v4-like as presets
+(GPU roofline with onnxruntime's fusions, the ASIC's systolic model; support decided per node), then with
+cpu=host-cpu as a third target. Goals for two targets: 10,000 nodes within 2 s, 50,000 within 15 s.
+Time limit of the integer program: {limit:g} s; a row that is not proven optimal gives the gap it reached.
+
+{real_summary}
+
+{header}
+{real}
+
+### Before issue 10, for comparison
+
+The same command on the partitioner before issue 10 (as of commit 34c5989: the surrogate model with one launch
+per arriving tensor, no idle power, no makespan objective, EDP by a tangent sweep), same machine, load
+average about 7.5 (seven other jobs), so these figures are inflated by sharing:
+
+{header}
+{before}
 
 ## Optimal, two targets (s–t minimum cut, scipy maximum_flow)
 
@@ -362,6 +453,20 @@ process (synthetic graph generated and loaded first), once planned repeatedly in
 {prep}
 """
 
+BEFORE_ISSUE_10 = """\
+| synthetic 10000 fp32, gpu=h100-sxm, asic=tpu-v4-like, latency | 9764 | 0.679 | 0.009 | 0.007 | **0.695** | 71.1 | 1 | 2 | gpu 9764, asic 0 | yes (min cut) |
+| synthetic 10000 fp32, gpu=h100-sxm, asic=tpu-v4-like, energy | 9764 | 0.366 | 0.014 | 0.009 | **0.389** | 39.8 | 85 | 160 | gpu 9413, asic 351 | yes (min cut) |
+| synthetic 10000 fp32, gpu=h100-sxm, asic=tpu-v4-like, edp | 9764 | 0.327 | 0.032 | 0.007 | **0.366** | 37.5 | 1 | 2 | gpu 9764, asic 0 | no (tangent sweep) |
+| synthetic 10000 fp32, gpu=h100-sxm, asic=tpu-v4-like, cpu=host-cpu, latency | 9764 | 0.587 | 0.749 | 0.015 | **1.351** | 138.3 | 1 | 0 | gpu 0, asic 0, cpu 9764 | yes (LP integral) |
+| synthetic 10000 fp32, gpu=h100-sxm, asic=tpu-v4-like, cpu=host-cpu, energy | 9764 | 0.843 | 1.170 | 0.079 | **2.092** | 214.2 | 1731 | 2152 | gpu 0, asic 1060, cpu 8704 | yes (LP integral) |
+| synthetic 10000 fp32, gpu=h100-sxm, asic=tpu-v4-like, cpu=host-cpu, edp | 9764 | 0.756 | 2.310 | 0.015 | **3.081** | 315.5 | 1 | 0 | gpu 0, asic 0, cpu 9764 | no (tangent sweep) |
+| synthetic 50000 fp32, gpu=h100-sxm, asic=tpu-v4-like, latency | 48788 | 4.171 | 0.204 | 0.218 | **4.593** | 94.1 | 1 | 2 | gpu 48788, asic 0 | yes (min cut) |
+| synthetic 50000 fp32, gpu=h100-sxm, asic=tpu-v4-like, energy | 48788 | 4.298 | 0.244 | 0.272 | **4.814** | 98.7 | 319 | 601 | gpu 47360, asic 1428 | yes (min cut) |
+| synthetic 50000 fp32, gpu=h100-sxm, asic=tpu-v4-like, edp | 48788 | 5.202 | 0.628 | 0.252 | **6.082** | 124.7 | 1 | 2 | gpu 48788, asic 0 | no (tangent sweep) |
+| synthetic 50000 fp32, gpu=h100-sxm, asic=tpu-v4-like, cpu=host-cpu, latency | 48788 | 7.012 | 9.261 | 0.215 | **16.488** | 337.9 | 1 | 0 | gpu 0, asic 0, cpu 48788 | yes (LP integral) |
+| synthetic 50000 fp32, gpu=h100-sxm, asic=tpu-v4-like, cpu=host-cpu, energy | 48788 | 6.443 | 6.847 | 0.264 | **13.555** | 277.8 | 8499 | 10618 | gpu 0, asic 5262, cpu 43526 | yes (LP integral) |
+| synthetic 50000 fp32, gpu=h100-sxm, asic=tpu-v4-like, cpu=host-cpu, edp | 48788 | 3.829 | 26.454 | 0.270 | **30.552** | 626.2 | 1 | 0 | gpu 0, asic 0, cpu 48788 | no (tangent sweep) |
+"""  # noqa: E501 (table rows as measured)
 
 if __name__ == "__main__":
     raise SystemExit(main())
