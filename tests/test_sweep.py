@@ -188,6 +188,17 @@ def test_failing_point_records_its_error_and_the_sweep_goes_on(tmp_path: Path) -
     assert all(r["error"] is None and r["latency_s"] > 0 for r in good)
 
 
+def test_run_true_measures_and_validates_every_plan(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, {"asic.rows": [16, 128]}, run=True, repeat=1, warmup=0)
+    cfg["sweep"]["objectives"] = ["latency"]
+    rows = run(cfg, tmp_path / "out", workers=1, plots=False).rows
+    assert len(rows) == 2 * 3
+    for r in rows:
+        assert r["error"] is None and r["measured_s"] > 0 and r["validated"] is True
+        assert r["max_abs_err"] < 1e-2  # the ASIC multiplies in bf16
+        assert "numpy (simulated" in r["measured_provider"] or "ExecutionProvider" in r["measured_provider"]
+
+
 def test_worker_keeps_node_costs_between_points(tmp_path: Path) -> None:
     from dispatch.sweep.evaluate import Worker
 
