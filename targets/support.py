@@ -192,7 +192,7 @@ def kernel_reason(cov: Coverage, sig: tuple) -> str | None:
     for k in in_range:
         if all(actual in k.types[t] for t, actual in pairs if t in k.types):
             return None
-    types = ", ".join(sorted({f"{t}={a}" for t, a in pairs}))
+    types = ", ".join(sorted({f"{t}={a}" for t, a in pairs if not t.startswith("tensor(")}))
     return f"onnxruntime's {cov.provider} has no {where} kernel for {types} at opset {opset}"
 
 
@@ -206,16 +206,18 @@ def _value_info(name: str, elem: int, shape: tuple[int, ...] | None) -> onnx.Val
 
 def _one_node_model(node: Node, opset: int, upcast: bool) -> onnx.ModelProto:
     """The node alone: small integer constants as initializers, other inputs fed, the node's own dtypes."""
-    inputs, inits = [], []
-    for v in node.present_inputs:
+    inputs, inits, typed = [], [], []
+    for v in dict.fromkeys(node.present_inputs):  # a tensor read twice is one input
+        info = _value_info(v.name, elem_type(v.dtype), v.shape)
         if _shape_like(v):
             inits.append(numpy_helper.from_array(np.asarray(v.const), v.name))
+            typed.append(info)  # the inliner types function bodies from value_info, not initializers
         else:
-            inputs.append(_value_info(v.name, elem_type(v.dtype), v.shape))
+            inputs.append(info)
     outputs = [_value_info(v.name, elem_type(v.dtype), None) for v in node.outputs]
     p = onnx.NodeProto()
     p.CopyFrom(node.proto)
-    g = helper.make_graph([p], "probe", inputs, outputs, initializer=inits)
+    g = helper.make_graph([p], "probe", inputs, outputs, initializer=inits, value_info=typed)
     domain = _domain(node.domain)
     imports = [helper.make_opsetid(domain, opset)]
     if domain:
@@ -242,9 +244,21 @@ def _context(node: Node) -> tuple:
     return attrs, _ranks(node), consts
 
 
+def _typed(sig: tuple, proto: onnx.NodeProto) -> bool:
+    """Whether a one-node model can stand for the node: every input and output a tensor of known type, no
+    subgraph attribute (onnx's inliner crashes on untyped inputs, e.g. the sequences of SequenceMap)."""
+    return all(t != 0 for t in (*sig[3], *sig[4])) and not any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in proto.attribute)
+
+
 def _has_function(domain: str, op_type: str, opset: int) -> bool:
     s = _schema(domain, op_type, opset)
     return isinstance(s, onnx.defs.OpSchema) and (s.has_function or s.has_context_dependent_function)
+
+
+_CONSTANT_TYPES = {"value_float": onnx.TensorProto.FLOAT, "value_floats": onnx.TensorProto.FLOAT,
+                   "value_int": onnx.TensorProto.INT64, "value_ints": onnx.TensorProto.INT64,
+                   "value_string": onnx.TensorProto.STRING, "value_strings": onnx.TensorProto.STRING}
 
 
 def _body(model: onnx.ModelProto, domain: str, op_type: str) -> list[tuple[tuple, onnx.NodeProto]] | None:
@@ -261,8 +275,8 @@ def _body(model: onnx.ModelProto, domain: str, op_type: str) -> list[tuple[tuple
     types = {v.name: v.type.tensor_type.elem_type for v in (*g.input, *g.value_info, *g.output)}
     types.update({i.name: i.data_type for i in g.initializer})
     for n in g.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].type == onnx.AttributeProto.TENSOR:
-            types[n.output[0]] = n.attribute[0].t.data_type
+        if n.op_type == "Constant" and n.attribute:
+            types[n.output[0]] = _CONSTANT_TYPES.get(n.attribute[0].name) or n.attribute[0].t.data_type
     opsets = {_domain(o.domain): o.version for o in expanded.opset_import}
     out = []
     for n in g.node:
@@ -341,6 +355,8 @@ class Support:
         domain, op_type, opset = sig[:3]
         if domain == "" and op_type == "Constant":
             return None  # onnxruntime turns Constant nodes into initializers when it loads a graph
+        if not _typed(sig, node.proto):
+            return why  # a sequence, an untyped tensor or a subgraph: no one-node model stands for it
         if self.probe:
             return self._probe(node, sig, upcast)
         if not _has_function(domain, op_type, opset):
@@ -357,10 +373,12 @@ class Support:
             domain, op_type, opset = sig[:3]
             if domain == "" and op_type == "Constant":
                 continue
+            if domain == "" and op_type == "CastLike":  # its function: a Cast to the second input's type
+                sig = ("", "Cast", max(opset, 13), sig[3][:1], sig[4])
             why = kernel_reason(self.coverage, sig)
             if why is None:
                 continue
-            if depth >= _MAX_DEPTH or not _has_function(domain, op_type, opset):
+            if depth >= _MAX_DEPTH or not _has_function(domain, op_type, opset) or not _typed(sig, proto):
                 return f"{_where(domain, op_type)} ({why})"
             inner = _body(_proto_model(proto, sig), domain, op_type)
             if inner is None:

@@ -235,3 +235,18 @@ def test_fp16_nodes_are_predicted_at_the_parts_fp16_peak(gpu):
     # compute 2·4096³ = 137.4 GFLOP / (989e12 · 0.70) = 198.5 µs; memory 3·4096²·2 B = 100.7 MB /
     # (3.35e12 · 0.80) = 37.6 µs; the max is compute; + 5 µs launch
     assert gpu.cost(node, analyze_node(node)).latency_s == pytest.approx(2 * n**3 / (989e12 * 0.70) + 5e-6)
+
+
+def test_sequence_and_subgraph_ops_are_answered_without_expansion(gpu, cpu):
+    # regression: onnx's inliner crashed the process (SIGSEGV) on SequenceMap's untyped sequence input
+    vi = helper.make_tensor_value_info
+    body = helper.make_graph([helper.make_node("Add", ["a", "one"], ["b"])], "body", [vi("a", F, ["N"])],
+                             [vi("b", F, ["N"])], initializer=[helper.make_tensor("one", F, [], [1.0])])
+    seq = helper.make_tensor_sequence_value_info
+    graph = helper.make_graph([helper.make_node("SequenceMap", ["x"], ["y"], body=body)], "t",
+                              [seq("x", F, None)], [seq("y", F, None)])
+    node = load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])).nodes[0]
+    assert cpu.unsupported_reason(node) == "onnxruntime's CPUExecutionProvider has no kernel for SequenceMap"
+    if NO_GPU:
+        assert gpu.unsupported_reason(node) == ("onnxruntime's CUDAExecutionProvider has no kernel for "
+                                                "SequenceMap")
