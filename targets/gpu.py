@@ -659,7 +659,7 @@ class OrtTarget(Target):
             shared = {k: a.astype(np.float32) if _is_low(a) else a for k, a in shared.items()}
             widened = {n: graph.values[n].dtype for n in (*inputs, *outputs) if _is_low(graph.values[n])}
             provider = f"{self.provider} ({'/'.join(sorted(kinds))} upcast to fp32)"
-        model = self._expand(model)
+        model = self._expand(model, nodes)
         so = session_options(self.threads)
         values = [ort.OrtValue.ortvalue_from_numpy(a) for a in shared.values()]
         if shared:
@@ -677,7 +677,7 @@ class OrtTarget(Target):
             ) from None
         return OrtExecutable(sess, keep_alive=[values, shared], provider=provider, widened=widened)
 
-    def _expand(self, model: onnx.ModelProto) -> onnx.ModelProto:
+    def _expand(self, model: onnx.ModelProto, nodes: Sequence[Node]) -> onnx.ModelProto:
         return model
 
     # -- reports
@@ -731,12 +731,12 @@ class GpuTarget(OrtTarget):
             return low_floats(nodes)
         return set()
 
-    def _expand(self, model: onnx.ModelProto) -> onnx.ModelProto:
+    def _expand(self, model: onnx.ModelProto, nodes: Sequence[Node]) -> onnx.ModelProto:
         """On a GPU provider, ONNX function ops it has no kernel for are inlined here, so their bodies run on
         it (onnxruntime would otherwise hand the whole op to the CPU provider behind it)."""
         if self.provider == "CPUExecutionProvider":
             return model
-        return self.planned.inline_functions(model)
+        return self.planned.inline_functions(model, nodes)
 
 
 @register_kind("cpu")

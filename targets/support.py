@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -315,13 +315,10 @@ class Support:
                 self._kernel[sig] = hit
         return hit is None
 
-    def inline_functions(self, model: onnx.ModelProto) -> onnx.ModelProto:
-        """`model` with the ONNX function ops the table has no kernel for inlined (their bodies, which it
-        runs, take their place); unchanged when there are none."""
-        from dispatch.ir import Graph
-
-        g = Graph(model)
-        ops = sorted({(_domain(n.domain), n.op_type) for n in g.nodes
+    def inline_functions(self, model: onnx.ModelProto, nodes: Iterable[Node]) -> onnx.ModelProto:
+        """`model` (made of `nodes`) with the ONNX function ops the table has no kernel for inlined: their
+        bodies, which it runs, take their place. Unchanged (the same object) when there are none."""
+        ops = sorted({(_domain(n.domain), n.op_type) for n in nodes
                       if not self.has_kernel(n) and _has_function(*signature(n)[:3])})
         if not ops:
             return model

@@ -15,6 +15,7 @@ from dispatch.frontend import load
 from dispatch.partition import plan
 from dispatch.validate import compare, reference_outputs
 from targets.base import make_target
+from targets.gpu import GpuTarget
 from targets.support import COVERAGE_DIR, Support, cuda_coverage, local_coverage
 from targets.upcast import upcast_model
 
@@ -211,7 +212,8 @@ def test_gpu_provider_inlines_function_ops_it_has_no_kernel_for():
     # what a real CUDA provider's compile does (testable here against the modelled table): Celu, which CUDA
     # lacks, is replaced by its body, so onnxruntime does not hand it to the CPU provider
     m = _model([helper.make_node("Celu", ["x"], ["y"], alpha=0.5)], [("x", F, [2, 3])], [("y", F, [2, 3])])
-    inlined = Support(cuda_coverage()).inline_functions(m)
+    nodes = load(m).nodes
+    inlined = Support(cuda_coverage()).inline_functions(m, nodes)
     ops = {n.op_type for n in inlined.graph.node}
     assert "Celu" not in ops and "Elu" in ops
     x = np.linspace(-2, 2, 6, dtype=np.float32).reshape(2, 3)
@@ -220,7 +222,15 @@ def test_gpu_provider_inlines_function_ops_it_has_no_kernel_for():
            for mm in (m, inlined)]
     np.testing.assert_allclose(run[0][0], run[1][0], rtol=1e-6)
     covered = _fp16_mlp()  # MatMul and Relu have CUDA kernels: nothing to inline, the model is returned as is
-    assert Support(cuda_coverage()).inline_functions(covered) is covered
+    assert Support(cuda_coverage()).inline_functions(covered, load(covered).nodes) is covered
+
+    class OnCuda:  # what GpuTarget._expand sees with a CUDA provider present
+        provider = "CUDAExecutionProvider"
+        planned = Support(cuda_coverage())
+
+    assert "Celu" not in {n.op_type for n in GpuTarget._expand(OnCuda(), m, nodes).graph.node}
+    if NO_GPU:  # on the CPU provider onnxruntime inlines what it lacks itself: the model goes as it is
+        assert make_target("gpu", "h100-sxm", profile=False)._expand(m, nodes) is m
 
 
 def test_fp16_nodes_are_predicted_at_the_parts_fp16_peak(gpu):
