@@ -377,6 +377,53 @@ def test_diamond_with_8us_launch_equals_brute_force(maker: TargetMaker, objectiv
     check_figures(pl)
 
 
+# -- the printed figures from the targets' own answers -------------------------------------------------------
+def random_plans(graph: Graph, targets: dict[str, Target], objective: str, seed: int,
+                 count: int) -> list[Plan]:
+    """`count` plans of random supported assignments."""
+    p = build_problem(graph, targets, objective)
+    rng = np.random.default_rng(seed)
+    return [build_plan(p, np.array([rng.choice(np.flatnonzero(row)) for row in p.supported]), "random")
+            for _ in range(count)]
+
+
+@settings(max_examples=15, **SETTINGS)
+@given(spec=dag_specs(12), knobs=KNOBS, third=st.sampled_from([None, *sorted(THIRD)]),
+       seed=st.integers(0, 99))
+def test_figures_follow_from_the_targets(maker: TargetMaker, spec: DagSpec, knobs: Knobs, third: str | None,
+                                         seed: int) -> None:
+    """Recompute a plan's figures from Target.cost, Target.fusion and Target.segment_overhead alone:
+    a segment costs its nodes, less the saving of every fusion pair with both nodes in it (a pair split
+    across segments saves nothing), plus one launch; latency is segments + transfers in sequence; energy adds,
+    for every target holding a node, idle_w x (latency - that target's busy time) (dispatch/objective.py)."""
+    from dispatch.analysis import analyze
+
+    g = dag(spec)
+    targets = maker.targets(knobs, third)
+    ops = dict(zip((nd.name for nd in g.nodes), analyze(g), strict=True))
+    nodes = {nd.name: nd for nd in g.nodes}
+    for pl in random_plans(g, targets, "energy", seed, 4):
+        busy: dict[str, float] = {}
+        for seg in pl.segments:
+            t = targets[seg.target]
+            lat = en = 0.0
+            for name in seg.nodes:
+                c = t.cost(nodes[name], ops[name])
+                lat, en = lat + c.latency_s, en + c.energy_j
+                fused = t.fusion(nodes[name], ops[name])
+                if fused is not None and fused[0] in seg.nodes:
+                    lat, en = lat - fused[1].latency_s, en - fused[1].energy_j
+            o = t.segment_overhead()
+            assert seg.cost.latency_s == pytest.approx(lat + o.latency_s, rel=1e-9, abs=1e-15), seg
+            assert seg.cost.energy_j == pytest.approx(en + o.energy_j, rel=1e-9, abs=1e-15), seg
+            busy[seg.target] = busy.get(seg.target, 0.0) + seg.cost.latency_s
+        latency = sum(s.cost.latency_s for s in pl.segments) + sum(x.cost.latency_s for x in pl.transfers)
+        assert pl.predicted.latency_s == pytest.approx(latency, rel=1e-9, abs=1e-15)
+        energy = (sum(s.cost.energy_j for s in pl.segments) + sum(x.cost.energy_j for x in pl.transfers)
+                  + sum(targets[t].spec.idle_w * (latency - b) for t, b in busy.items()))
+        assert pl.predicted.energy_j == pytest.approx(energy, rel=1e-9, abs=1e-15)
+
+
 # -- idle power: energy per inference is at least the idle draw of the targets that wait ---------------------
 def idle_floor(pl: Plan, targets: dict[str, Target]) -> float:
     """Sum over the targets holding nodes of idle power x the sequential latency."""
@@ -391,10 +438,7 @@ def test_energy_at_least_idle_power_times_latency(maker: TargetMaker, spec: DagS
     """For any placement (random ones, and every strategy's), whatever the objective."""
     g = dag(spec)
     targets = maker.targets(knobs, third)
-    p = build_problem(g, targets, "energy")
-    rng = np.random.default_rng(seed)
-    plans = [build_plan(p, np.array([rng.choice(np.flatnonzero(row)) for row in p.supported]), "random")
-             for _ in range(5)]
+    plans = random_plans(g, targets, "energy", seed, 5)
     for name in ("optimal", "greedy", "heft", "priority"):
         plans.append(plan(g, targets, name, "energy"))
     for pl in plans:
