@@ -39,6 +39,7 @@ from dispatch.validate import (
     feed_specs,
     generate_feeds,
     graph_depth,
+    quantized_spread,
     reference_outputs,
 )
 from targets.base import DEFAULT_TARGETS, Target, make_target
@@ -234,8 +235,9 @@ class Dispatcher:
         feeds = self.example_feeds() if feeds is None else feeds
         entry = self._entry(self._checker.check(feeds))
         outputs = entry.runtime.run(feeds)
-        result = compare(outputs, reference_outputs(entry.graph, feeds), self.rtol, self.atol,
-                         depth=graph_depth(entry.graph))
+        reference = reference_outputs(entry.graph, feeds)
+        result = compare(outputs, reference, self.rtol, self.atol, depth=graph_depth(entry.graph),
+                         atol_floors=quantized_spread(entry.graph, feeds, reference))
         self._validation = result
         return result
 

@@ -470,8 +470,9 @@ def _render_measured(console: Any, r: Mapping[str, Any], ops: str | int) -> None
         abs_err, rel_err = ("inf" if e is None else f"{e:.3g}" for e in (m["max_abs_err"], m["max_rel_err"]))
         src = m.get("inputs")
         on = f" on {src} inputs" if src else ""
-        raised = sorted({(o["rtol"], o["atol"]) for o in m.get("outputs", ()) if "rtol" in o})
-        low = "".join(f"; 16-bit float outputs at rtol {r:g}, atol {a:g}" for r, a in raised)
+        raised = sorted({(o.get("raised_for") or "16-bit float", o["rtol"], o["atol"])
+                         for o in m.get("outputs", ()) if "rtol" in o})
+        low = "".join(f"; {why} outputs at rtol {r:g}, atol {a:g}" for why, r, a in raised)
         _say(console, f"Validated against {m.get('reference', 'onnxruntime')}{on}: {verdict}, max abs err "
                       f"{abs_err}, max rel err {rel_err} (measured; rtol {m['rtol']:g}, "
                       f"atol {m['atol']:g}{low}).")

@@ -257,3 +257,21 @@ def test_int8_timing_figures_per_preset():
     assert "no int8" in wse.unsupported_reason(qconv) and tpu.supports(qconv)
     with pytest.raises(DispatchError, match="macs_per_pe_cycle"):
         make_target("asic", "tpu-v4-like", macs_per_pe_cycle={"fp16": 0.5})  # fp16 is not in its dtypes
+
+
+def test_quantized_spread_floors_atol():
+    from dispatch.validate import compare, quantized_spread, reference_outputs
+
+    r = {"y": np.array([1.0, 2.0, 3.0], np.float32)}
+    a = {"y": np.array([1.0, 2.3, 3.0], np.float32)}  # 0.3 off
+    assert not compare(a, r).ok
+    raised = compare(a, r, atol_floors={"y": 0.3})
+    assert raised.ok and raised.outputs[0].tolerances == (1e-4, 0.3)
+    assert raised.outputs[0].raised_for == "quantized"
+    assert not compare(a, r, atol_floors={"y": 0.1}).ok  # 0.3 > 0.1 + 1e-4·3
+    f32 = load("tiny_cnn", shapes={"batch": 2})
+    feeds = generate_feeds(f32, 0)
+    assert quantized_spread(f32, feeds, reference_outputs(f32, feeds)) == {}  # float model: no floor
+    q = load("tiny_cnn-qdq", shapes={"batch": 2})
+    spread = quantized_spread(q, feeds, reference_outputs(q, feeds))
+    assert set(spread) == {"output"} and 0 <= spread["output"] < 1
