@@ -275,3 +275,21 @@ def test_quantized_spread_floors_atol():
     q = load("tiny_cnn-qdq", shapes={"batch": 2})
     spread = quantized_spread(q, feeds, reference_outputs(q, feeds))
     assert set(spread) == {"output"} and 0 <= spread["output"] < 1
+
+
+def test_bfloat16_constants_fold():
+    # Cast(float32 [[0..5]]) -> bfloat16, times a bfloat16 2: folded by onnx's reference evaluator into one
+    # bfloat16 initializer [[0, 2, 4], [6, 8, 10]] read by the remaining Add.
+    bf = ml_dtypes.bfloat16
+    nodes = [helper.make_node("Cast", ["c"], ["cb"], to=TensorProto.BFLOAT16),
+             helper.make_node("Mul", ["cb", "two"], ["k"]),
+             helper.make_node("Add", ["x", "k"], ["y"], name="add")]
+    graph = helper.make_graph(nodes, "fold",
+                              [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [2, 3])],
+                              [numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(2, 3), "c"),
+                               numpy_helper.from_array(np.array(2, bf), "two")])
+    g = load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert [n.op_type for n in g.nodes] == ["Add"]
+    k = g.node("add").inputs[1].const
+    assert k.dtype == bf and k.astype(np.float32).tolist() == [[0, 2, 4], [6, 8, 10]]
