@@ -293,3 +293,19 @@ def test_bfloat16_constants_fold():
     assert [n.op_type for n in g.nodes] == ["Add"]
     k = g.node("add").inputs[1].const
     assert k.dtype == bf and k.astype(np.float32).tolist() == [[0, 2, 4], [6, 8, 10]]
+
+
+def test_qdq_wrapped_convs_are_timed_in_int8():
+    # tiny_cnn-qdq's convs read DequantizeLinear outputs and feed only QuantizeLinear: edge-npu times them
+    # in int8 (1-byte words, full rate) where the float model's same-shape convs run at the fp16 rate, 1/4.
+    from targets.base import make_target
+
+    edge = make_target("asic", "edge-npu")
+    qdq = [n for n in load("tiny_cnn-qdq", shapes={"batch": 2}).nodes if n.op_type == "Conv"]
+    f32 = [n for n in load("tiny_cnn", shapes={"batch": 2}).nodes if n.op_type == "Conv"]
+    assert len(qdq) == len(f32) > 0
+    for q, f in zip(qdq, f32, strict=True):
+        assert edge.timing_dtype(q) == "int8" and edge.timing_dtype(f) == "fp16"
+        cycles_q, cycles_f = edge.gemm_timing(q).compute_cycles, edge.gemm_timing(f).compute_cycles
+        assert 4 * cycles_q == pytest.approx(cycles_f, abs=4)
+        assert edge.cost(q).latency_s < edge.cost(f).latency_s  # the cost cache keeps the two apart

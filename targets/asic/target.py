@@ -15,7 +15,9 @@ QLinearMatMul, QLinearConv), from the default ONNX domain, within these limits:
   constant weights (ConvInteger, QLinearConv), scales and output zero point. They are timed in int8:
   one-byte words, the spec's ``macs_per_pe_cycle`` for int8 (1 when absent) and a MAC energy scaled from
   ``pj_per_mac`` by Horowitz's int8/compute-dtype ratio (``AsicParams.energy_for``); their results are
-  bit-exact against onnxruntime's CPU kernels (``qkernels``);
+  bit-exact against onnxruntime's CPU kernels (``qkernels``). A QDQ model's Conv, MatMul or Gemm (both
+  operands dequantized from 8 bits, the output only quantized back) is timed in int8 as well, as an int8
+  compiler would run it, while the NumPy kernels evaluate it as written, in float;
 * Conv: the weights W are constant (the compiler lays out the im2col filter matrix ahead of time);
   MatMul and Gemm may multiply two activations (attention on a TPU does);
 * on a design whose weights must stay on chip (``weight_capacity_bytes`` > 0, the wafer-scale one), a
@@ -277,6 +279,25 @@ def _compile_time(v: Value | None) -> bool:
     return p is not None and p.op_type == "DequantizeLinear" and all(_is_const(i) for i in p.present_inputs)
 
 
+def _dequantized(v: Value | None) -> bool:
+    """v is the output of a DequantizeLinear from 8 bits."""
+    p = v.producer if v is not None else None
+    return p is not None and p.op_type == "DequantizeLinear" and _dtype_name(p.inputs[0]) in INT8_DTYPES
+
+
+def _qdq_wrapped(node: Node) -> bool:
+    """A QDQ model's GEMM or conv: both operands dequantized from 8 bits and every use of its output a
+    QuantizeLinear back to 8 bits. An int8 accelerator's compiler runs it as the integer op (onnxruntime
+    fuses it into QLinearConv / QLinearMatMul alike), so it is timed in int8; the NumPy kernels still
+    evaluate it as written, in float."""
+    if node.op_type not in ("Conv", "MatMul", "Gemm") or not node.outputs[0].consumers \
+            or node.outputs[0].is_graph_output:
+        return False
+    return _dequantized(node.input(0)) and _dequantized(node.input(1)) and all(
+        c.op_type == "QuantizeLinear" and _dtype_name(c.outputs[0]) in INT8_DTYPES
+        for c in node.outputs[0].consumers)
+
+
 def _dtype_name(v: Value) -> str:
     return v.dtype.name if v.dtype is not None else "unknown"
 
@@ -335,9 +356,12 @@ class AsicTarget(Target):
         return sum(v.size for v in node.present_inputs if v.const is not None) * word
 
     def timing_dtype(self, node: Node) -> str:
-        """The spec dtype the array multiplies `node`'s operands in: int8 for the integer ops, else the
-        compute dtype (float tensors of every accepted precision are multiplied in it)."""
-        return "int8" if node.op_type in _QUANT_OPS or node.op_type in _QDQ else self.params.compute_dtype
+        """The spec dtype the array multiplies `node`'s operands in: int8 for the integer ops and for a
+        QDQ-wrapped GEMM or conv on a design with int8 arrays (``_qdq_wrapped``), else the compute dtype
+        (float tensors of every accepted precision are multiplied in it)."""
+        if node.op_type in _QUANT_OPS or node.op_type in _QDQ or (self.params.int8 and _qdq_wrapped(node)):
+            return "int8"
+        return self.params.compute_dtype
 
     # -- support ---------------------------------------------------------------------------------------
     def unsupported_reason(self, node: Node) -> str | None:
@@ -492,7 +516,7 @@ class AsicTarget(Target):
         """
         if self.unsupported_reason(node) is not None:
             return Cost(math.inf, math.inf)
-        key = (node.op_type,
+        key = (node.op_type, self.timing_dtype(node),
                tuple(None if v is None else (v.shape, _dtype_name(v), v.const is not None)
                      for v in node.inputs),
                tuple(v.shape for v in node.outputs),
