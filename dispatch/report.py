@@ -373,8 +373,10 @@ def _render_targets(console: Any, r: Mapping[str, Any]) -> None:
 
 def _render_plan(console: Any, r: Mapping[str, Any], ops: str | int) -> None:
     p, plain = r["plan"], _plain(console)
+    gap = p.get("gap")
     proof = "proven optimal" if p["optimal"] else (
-        f"gap {p['gap']:.2%}" if p.get("gap") is not None else "not proven optimal")
+        "not proven optimal" if gap is None else f"gap {gap:.2%} to a proven bound" if gap >= 1e-4
+        else f"gap {gap:.1e} to a proven bound")
     segs = p["segments"]
     tab = _table(console, f"Plan: {p['strategy']} ({proof}) for {p['objective']}, "
                           f"{_plural(len(segs), 'segment')} - predicted",
