@@ -2,7 +2,8 @@
 
 Support (``unsupported_reason``). The ASIC runs exactly the ops in ``kernels.KERNELS`` (MatMul, Gemm,
 Conv, Relu, Clip, Add, BatchNormalization) and ``qkernels.QKERNELS`` (MatMulInteger, ConvInteger,
-QLinearMatMul, QLinearConv), from the default ONNX domain, within these limits:
+QLinearMatMul, QLinearConv; QuantizeLinear and DequantizeLinear on the vector unit), from the default ONNX
+domain, within these limits:
 
 * every input and output has a static shape (the array schedule is compiled for fixed sizes);
 * float ops: every tensor's dtype is one the spec lists in ``dtypes`` that the NumPy kernels compute in
