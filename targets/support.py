@@ -388,13 +388,14 @@ class Support:
     def _probe(self, node: Node, sig: tuple, upcast: bool) -> str | None:
         import onnxruntime as ort
 
-        from targets.gpu import session_options
-
         self.probes += 1
         model = _one_node_model(node, sig[2], upcast)
-        providers = [self.coverage.provider]
+        so = ort.SessionOptions()  # as the targets' sessions: every graph optimisation, one thread, no log
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = 1
+        so.log_severity_level = 4
         try:
-            ort.InferenceSession(model.SerializeToString(), session_options(1), providers=providers)
+            ort.InferenceSession(model.SerializeToString(), so, providers=[self.coverage.provider])
         except Exception as e:  # onnxruntime raises its own exception types
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             msg = msg.split(" : ")[-1].strip()
