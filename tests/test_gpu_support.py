@@ -263,3 +263,19 @@ def test_sequence_and_subgraph_ops_are_answered_without_expansion(gpu, cpu):
     if NO_GPU:
         assert gpu.unsupported_reason(node) == ("onnxruntime's CUDAExecutionProvider has no kernel for "
                                                 "SequenceMap")
+
+
+@needs_no_gpu
+def test_bfloat16_segment_runs_upcast_and_says_so(gpu):
+    import ml_dtypes
+
+    m = _model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Softmax", ["r"], ["y"])],
+               [("x", B, [4, 16])], [("y", B, [4, 16])])
+    with Dispatcher(m, {"gpu": gpu}, strategy="only:gpu") as d:
+        x = np.random.default_rng(4).standard_normal((4, 16)).astype(ml_dtypes.bfloat16)
+        out = d.run({"x": x})["y"]
+        assert out.dtype == ml_dtypes.bfloat16
+        want = np.exp(np.maximum(x.astype(np.float32), 0))
+        want = want / want.sum(-1, keepdims=True)  # float32 inside, rounded to bfloat16 once: within u = 2^-8
+        np.testing.assert_allclose(out.astype(np.float32), want, rtol=2.0**-8, atol=0)
+        assert d.measure({"x": x}, repeat=1).provider == "gpu: CPUExecutionProvider (bf16 upcast to fp32)"
