@@ -25,24 +25,29 @@ from models.corpus import CORPUS, library_versions  # noqa: E402
 from models.corpus_check import ATOL_SCALE, MAC_TOLERANCE, RTOL, STAGES, CorpusResult, asic_first, check  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "corpus.md"
+_ASIC_FIRST = ("the strategy `asic-first`" if asic_first({"gpu": 0, "asic": 0})[0] == "asic-first" else
+               "`priority` with the ASIC listed first (each node on the ASIC when the ASIC supports it)")
 
 NOTES = f"""## Reading the table
 
 - Each cell is one stage: **pass** or **FAIL**, with its wall time on this machine (measured). A stage that
   needs a failed one is `-` (not reached). Failures are listed in full below the table.
+- *torch*: building the module with random weights (BatchNorm statistics measured on random inputs, see
+  `models.corpus.torch_module`) and its forward pass on the inputs, the reference for every comparison.
 - *export*: torch.onnx.export (TorchScript exporter, opset 17) of the module built with random weights from
   seed 0, then onnxruntime on the exported file against torch on the same inputs (time: export, or reading
-  the cached file, plus one onnxruntime run).
-- *MACs*: the sum over nodes of `dispatch.analysis` against FlopCounterMode on the torch module (FLOPs / 2);
-  the goal is within {MAC_TOLERANCE:.0%}. FlopCounterMode has no formula for two CPU kernels, so the counter
-  runs scaled_dot_product_attention on its math backend (two bmm) and RNN modules with oneDNN off (one
-  addmm per weight matrix and step); without that it counts 0 for attention scores and LSTMs.
-- *plan*: `dispatch.partition.plan` on gpu=h100-sxm, asic=tpu-v4-like; ASIC-first is `{asic_first({"gpu": 0,
-  "asic": 0})[0]}` with the ASIC listed first (each node on the ASIC when the ASIC supports it). The detail
-  gives the segments and the nodes placed on the ASIC.
-- *vs torch*: the plan's outputs (Runtime.run) against torch's: |got − want| ≤
-  {ATOL_SCALE:g}·max(1, max|want|) + {RTOL:g}·|want| per element; integer outputs equal. The figure is the
-  worst error over the output's scale max(1, max|want|).
+  the cached file, plus one onnxruntime run). It also fails when torch's outputs are degenerate (not
+  finite, or constant along the last axis), since they could then not tell a right plan from a wrong one.
+- *MACs* (time: analysis and FlopCounterMode's forward pass): the sum over nodes of `dispatch.analysis`
+  against FlopCounterMode on the torch module (FLOPs / 2); the goal is within {MAC_TOLERANCE:.0%}.
+  FlopCounterMode has no formula for two CPU kernels, so the counter runs scaled_dot_product_attention on
+  its math backend (two bmm) and RNN modules with oneDNN off (one addmm per weight matrix and step);
+  without that it counts 0 for attention scores and LSTMs.
+- *plan*: `dispatch.partition.plan` on gpu=h100-sxm, asic=tpu-v4-like; ASIC-first is {_ASIC_FIRST}. The
+  detail gives the segments and the nodes placed on the ASIC.
+- *vs torch*: the plan's outputs (Runtime.run) against torch's: |got − want| ≤ {ATOL_SCALE:g}·scale +
+  {RTOL:g}·|want| per element, scale = max|want| of that output; integer outputs equal. The figure is the
+  worst |got − want| / scale.
 """
 
 
@@ -57,15 +62,15 @@ def _macs(result: CorpusResult) -> str:
     v = result.values
     if "macs" not in v:
         return _cell(result, "macs")
-    ok = "pass" if result.stages["macs"].ok else "**FAIL**"
-    return f"{ok} {v['macs'] / 1e6:,.1f} M vs {v['torch_macs'] / 1e6:,.1f} M ({v['macs_rel']:+.2%})"
+    return (f"{_cell(result, 'macs')}: {v['macs'] / 1e6:,.1f} M vs {v['torch_macs'] / 1e6:,.1f} M "
+            f"({v['macs_rel']:+.2%})")
 
 
 def _err(result: CorpusResult, key: str) -> str:
     return f"{result.values[key]:.1e}" if key in result.values else "-"
 
 
-def markdown(results: list[CorpusResult], seconds: float) -> str:
+def markdown(results: list[CorpusResult], seconds: float, command: str) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     passed = sum(r.ok for r in results)
@@ -73,18 +78,19 @@ def markdown(results: list[CorpusResult], seconds: float) -> str:
         "# Corpus: third-party architectures through every stage",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, shared (load average {load} at the end); "
-        f"{versions}. Produced by `python benchmarks/bench_corpus.py --write` in {seconds:.0f} s.",
+        f"{versions}. Produced by `{command}` in {seconds:.0f} s.",
         "",
         f"**{passed} of {len(results)} models pass every stage.** Models and their sizes: "
         "`python -m models corpus`.",
         "",
-        "| model | library | export | load | MACs: dispatch vs FlopCounterMode | plan optimal "
+        "| model | library | torch | export | load | MACs: dispatch vs FlopCounterMode | plan optimal "
         "| plan asic-first | run optimal | run asic-first | vs torch optimal | vs torch asic-first |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         e = CORPUS[r.name]
-        cells = [r.name, e.library, _cell(r, "export"), _cell(r, "load"), _macs(r),
+        torch_s = f"{r.values['torch_s']:.2f} s" if "torch_s" in r.values else "-"
+        cells = [r.name, e.library, torch_s, _cell(r, "export"), _cell(r, "load"), _macs(r),
                  _cell(r, "plan optimal"), _cell(r, "plan asic-first"), _cell(r, "run optimal"),
                  _cell(r, "run asic-first"),
                  f"{_cell(r, 'torch optimal')} ({_err(r, 'err optimal')})",
@@ -133,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for t in targets.values():
             t.close()
-    text = markdown(results, time.perf_counter() - start)
+    command = " ".join(["python benchmarks/bench_corpus.py", *(argv if argv is not None else sys.argv[1:])])
+    text = markdown(results, time.perf_counter() - start, command)
     if args.write:
         RESULTS.write_text(text)
     print(text)

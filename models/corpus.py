@@ -395,13 +395,38 @@ def corpus_inputs(name: str) -> dict[str, np.ndarray]:
 
 
 def torch_module(name: str) -> Any:
-    """The entry's module in eval mode, weights drawn after torch.manual_seed(SEED)."""
+    """The entry's module in eval mode, weights drawn after torch.manual_seed(SEED), made non-degenerate.
+
+    Random weights with the libraries' own initialisation give useless outputs for some models:
+    torchvision's ViT initialises its classifier to zeros (every output 0), and BatchNorm running statistics
+    of (0, 1) do not match the activations of an untrained network, so MobileNetV3's logits are ~1e-9 and
+    EfficientNet's ~1e-14, where any comparison passes. So a Linear or Conv whose weight is all zeros gets
+    its layer's default initialisation, and the BatchNorm statistics are measured (cumulative average over
+    2 forward passes in train mode, no gradient) on random inputs drawn with seed SEED + 1, as a trained
+    network's would be.
+    """
     import torch
+    from torch import nn
 
     entry = get_corpus_entry(name)
     require_libraries()
     torch.manual_seed(SEED)
-    return entry.factory().eval()
+    module = entry.factory()
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) and not m.weight.any():
+            m.reset_parameters()
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if norms:
+        rng = np.random.default_rng(SEED + 1)
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average over the calibration passes
+        module.train()
+        with torch.no_grad():
+            for _ in range(2):
+                module(*(torch.from_numpy(rng.standard_normal(spec.shape).astype(np.float32))
+                         for spec in entry.inputs))
+    return module.eval()
 
 
 def _args(name: str) -> tuple[Any, ...]:

@@ -26,10 +26,10 @@ from models.corpus import (
 )
 
 __all__ = ["Stage", "CorpusResult", "STAGES", "RTOL", "ATOL_SCALE", "MAC_TOLERANCE", "check", "compare",
-           "asic_first"]
+           "degenerate", "asic_first"]
 
 # Output agreement with torch (float32 with different summation orders): |got - want| <= atol + RTOL·|want|,
-# atol = ATOL_SCALE · max(1, max |want|), as the zoo's tests use. Integer outputs must be equal.
+# atol = ATOL_SCALE · max |want| (the output's scale). Integer outputs must be equal.
 RTOL = 1e-3
 ATOL_SCALE = 1e-4
 MAC_TOLERANCE = 0.01  # the issue's goal: within 1% of the independent counter
@@ -80,7 +80,7 @@ def compare(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> tu
             if not np.array_equal(g, w):
                 problems.append(f"{name} differs in {int((g != w).sum())} of {w.size} elements")
             continue
-        scale = max(1.0, float(np.abs(w).max(initial=0.0)))
+        scale = float(np.abs(w).max(initial=0.0)) or 1.0
         diff = np.abs(g.astype(np.float64) - w)
         worst = max(worst, float(diff.max(initial=0.0)) / scale)
         bad = diff > ATOL_SCALE * scale + RTOL * np.abs(w)
@@ -88,6 +88,21 @@ def compare(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> tu
             problems.append(f"{name} max abs err {float(diff.max()):.3g} (scale {scale:.3g}), "
                             f"{int(bad.sum())} of {w.size} elements outside tolerance")
     return not problems, worst, "; ".join(problems) or f"max err {worst:.2e} of scale"
+
+
+def degenerate(outputs: Mapping[str, np.ndarray]) -> str:
+    """Why these reference outputs cannot tell a right answer from a wrong one ('' when they can): a float
+    output that is not finite, all zero, or the same in every row (e.g. logits equal for every class)."""
+    for name, y in outputs.items():
+        if not np.issubdtype(y.dtype, np.floating) or y.size == 0:
+            continue
+        if not np.isfinite(y).all():
+            return f"torch output {name} is not finite"
+        rows = y.reshape(-1, y.shape[-1]) if y.ndim and y.shape[-1] > 1 else y.reshape(1, -1)
+        top = float(np.abs(y).max())
+        if y.size > 1 and float(np.ptp(rows, axis=-1).max()) <= 1e-6 * top:
+            return f"torch output {name} is constant along its last axis (max |y| {top:.3g})"
+    return ""
 
 
 def asic_first(targets: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -124,9 +139,11 @@ def check(name: str, targets: Mapping[str, Any] | None = None, out_dir: str | No
     tg = {k: make_target(k, v) for k, v in DEFAULT_TARGETS.items()} if targets is None else dict(targets)
     result = CorpusResult(name)
     try:
+        start = time.perf_counter()
         module = torch_module(name)
         feeds = corpus_inputs(name)
         want = torch_outputs(name, module)
+        result.values["torch_s"] = time.perf_counter() - start  # build, BatchNorm calibration, forward
 
         def export() -> tuple[Any, str, bool]:
             import onnxruntime as ort
@@ -136,7 +153,8 @@ def check(name: str, targets: Mapping[str, Any] | None = None, out_dir: str | No
             got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
             ok, err, detail = compare(got, want)
             result.values["ort_err"] = err
-            return path, f"onnxruntime vs torch: {detail}", ok
+            why = degenerate(want)
+            return path, why or f"onnxruntime vs torch: {detail}", ok and not why
 
         path = _timed(result, "export", export)
         if path is None:

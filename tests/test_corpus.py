@@ -18,7 +18,7 @@ import pytest
 from dispatch.errors import DispatchError
 from models.__main__ import main
 from models.corpus import CORPUS, get_corpus_entry, list_corpus, require_libraries
-from models.corpus_check import MAC_TOLERANCE, STAGES, asic_first, check, compare
+from models.corpus_check import MAC_TOLERANCE, STAGES, asic_first, check, compare, degenerate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,11 +55,15 @@ def test_cli_lists_the_corpus_without_importing_torch() -> None:
 # -- comparison against torch ------------------------------------------------------------------------------
 def test_compare_tolerance_is_relative_to_the_output_scale() -> None:
     want = {"y": np.array([100.0, 1.0, -50.0], np.float32)}
-    # atol = 1e-4 · max(1, 100) = 0.01; element 0 allows 0.01 + 1e-3·100 = 0.11
+    # scale 100: atol = 1e-4 · 100 = 0.01; element 0 allows 0.01 + 1e-3·100 = 0.11, element 1 0.011
     ok, err, _ = compare({"y": np.array([100.1, 1.005, -50.0])}, want)
     assert ok and err == pytest.approx(0.1 / 100, rel=1e-3)
-    ok, _, detail = compare({"y": np.array([100.0, 1.02, -50.0])}, want)  # 0.02 > 0.01 + 1e-3·1
+    ok, _, detail = compare({"y": np.array([100.0, 1.02, -50.0])}, want)  # 0.02 > 0.011
     assert not ok and "1 of 3 elements" in detail
+    # outputs of scale 1e-3 (softmax over 1000 classes): atol 1e-7, so an error of 1e-4 (10%) fails
+    small = {"p": np.full(4, 1e-3, np.float32)}
+    assert not compare({"p": np.full(4, 1.1e-3)}, small)[0]
+    assert compare({"p": np.full(4, 1.0e-3 + 1e-9)}, small)[0]
     ok, _, detail = compare({"y": np.zeros(2)}, want)
     assert not ok and "shape (2,) vs torch (3,)" in detail
     ok, _, detail = compare({}, want)
@@ -68,6 +72,13 @@ def test_compare_tolerance_is_relative_to_the_output_scale() -> None:
     assert compare({"i": np.array([3, 1, 2])}, ints)[0]
     assert "differs in 1 of 3" in compare({"i": np.array([3, 2, 2])}, ints)[2]
     assert not compare({"y": np.array([np.nan, 1.0, -50.0])}, want)[0]
+
+
+def test_degenerate_reference_outputs_are_caught() -> None:
+    assert degenerate({"y": np.array([[0.1, -0.3, 2.0]], np.float32), "i": np.zeros(3, np.int64)}) == ""
+    assert "constant" in degenerate({"y": np.zeros((1, 1000), np.float32)})
+    assert "constant" in degenerate({"y": np.full((2, 5), 0.7, np.float32)})
+    assert "not finite" in degenerate({"y": np.array([1.0, np.inf], np.float32)})
 
 
 def test_asic_first_puts_the_asic_first() -> None:
