@@ -360,3 +360,20 @@ def test_overhead_and_energy_in_segment_costs() -> None:
         ("gpu", pytest.approx(8 * US), pytest.approx(3e-6)),
         ("asic", pytest.approx(11 * US), pytest.approx(7e-6))]
     assert (pl.predicted.latency_s, pl.predicted.energy_j) == (pytest.approx(19 * US), pytest.approx(10e-6))
+
+
+def test_every_assignment_is_enumerated_once_in_order() -> None:
+    # The exhaustive search's generator: mixed-radix blocks equal itertools.product over supported targets,
+    # also when many nodes have one choice (no dimension limit) and when the count exceeds a float.
+    import itertools
+
+    from dispatch.objective import assignments, count_assignments
+
+    rng = np.random.default_rng(4)
+    g = random_dag(rng, 9)
+    p = build_problem(g, random_targets(rng, g, 3))
+    got = np.concatenate(list(assignments(p, chunk=16)))
+    want = np.array(list(itertools.product(*[np.flatnonzero(r) for r in p.supported])))
+    assert (got == want).all() and count_assignments(p) == pytest.approx(len(want))
+    many = build_problem(random_dag(rng, 40), {"a": FakeTarget("a", {f"Op{i}": (US, 0.0) for i in range(3)})})
+    assert count_assignments(many) == 1 and len(np.concatenate(list(assignments(many)))) == 1
