@@ -135,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     labels = list(runs)
     identical = all(_strip(runs[labels[0]]) == _strip(runs[x]) for x in labels[1:])
+    for x in labels[1:]:  # say where runs differ
+        diffs = [(a, b) for a, b in zip(_strip(runs[labels[0]]), _strip(runs[x]), strict=True) if a != b]
+        for a, b in diffs[:3]:
+            print(f"differs ({x}): point {a['point']} {a['strategy']} {a['objective']}: "
+                  f"{ {k: (a[k], b[k]) for k in a if a[k] != b[k]} }", flush=True)
     first = runs[labels[0]]
     errors = sum(1 for r in first if r["error"])
     key = {(r["point"], r["strategy"], r["objective"]): r for r in first}

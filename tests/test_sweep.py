@@ -59,7 +59,7 @@ BAD = [
     ({"axes": {"tpu.rows": [1]}}, "Axis 'tpu.rows' names no key of any target"),
     ({"axes": {"asic.rows": [0]}}, "Target 'asic' at asic.rows = 0"),
     ({"axes": {"asic.cols": "same as asic.rowz"}}, "Axis 'asic.cols' is tied to 'asic.rowz'"),
-    ({"axes": {"precision": ["fp8"]}}, "Axis 'precision' has the value 'fp8'"),
+    ({"axes": {"precision": ["fp7"]}}, "Axis 'precision' has the value 'fp7'"),
     ({"axes": {"batch": [0]}}, "Axis 'batch' has the value 0"),
     ({"axes": {"shape.seq": [4]}}, "Axis 'shape.seq' names symbol 'seq'"),
     ({"axes": {"asic.rows": [32, 32]}}, "Axis 'asic.rows' lists a value twice"),

@@ -201,16 +201,20 @@ class CachedTarget(Target):
 
 
 class TargetCache:
-    """Targets built once per (name, spec content, precision), and their per-graph caching wrappers."""
+    """Targets built once per (model and shape, name, spec content, precision), each in a caching wrapper.
+
+    A target is not shared between models: what it computes for one graph (its own caches included) can
+    never depend on which other graphs the process saw before, so a point's rows do not depend on which
+    worker ran it or in what order."""
 
     def __init__(self) -> None:
-        self._targets: dict[tuple[str, str, str | None], Target] = {}
+        self._targets: dict[tuple[Any, ...], Target] = {}
         self._wrappers: dict[tuple[Any, ...], CachedTarget] = {}
 
     def target(self, name: str, base: str, sets: Sequence[tuple[tuple[str, ...], Any]],
-               precision: str | None) -> tuple[Target, str]:
+               precision: str | None, graph_key: Any = None) -> tuple[Target, str]:
         spec, digest = derived_spec(base, sets)
-        key = (name, digest, precision)
+        key = (graph_key, name, digest, precision)
         t = self._targets.get(key)
         if t is None:
             t = make_target(name, spec, **({"precision": precision} if precision else {}))
@@ -219,7 +223,7 @@ class TargetCache:
 
     def get(self, graph_key: Any, name: str, base: str, sets: Sequence[tuple[tuple[str, ...], Any]],
             precision: str | None) -> CachedTarget:
-        t, digest = self.target(name, base, sets, precision)
+        t, digest = self.target(name, base, sets, precision, graph_key)
         key = (graph_key, name, digest, precision)
         w = self._wrappers.get(key)
         if w is None:
@@ -229,6 +233,8 @@ class TargetCache:
     def forget_graph(self, graph_key: Any) -> None:
         for k in [k for k in self._wrappers if k[0] == graph_key]:
             del self._wrappers[k]
+        for k in [k for k in self._targets if k[0] == graph_key]:
+            self._targets.pop(k).close()
 
     def stats(self) -> tuple[int, int]:
         ws = self._wrappers.values()
