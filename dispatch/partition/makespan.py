@@ -10,7 +10,8 @@
 * `exhaustive`: the exact optimum of small problems: every assignment's bound, then the schedules in order of
   bound until the next bound is no better than the best makespan found.
 * `global_bound`: a bound over all assignments: the least time of a few paths (dynamic programming over the
-  targets of each node of the path) and the cheapest work shared by all targets.
+  targets of each node of the path) and the work each target must do when the nodes are split between them
+  at best (a linear program, `work_bound`).
 """
 
 from __future__ import annotations
@@ -128,8 +129,34 @@ def path_time(p: Problem, path: np.ndarray, lat: np.ndarray,
     return float(best.min())
 
 
+def work_bound(problem: Problem, lat: np.ndarray) -> float:
+    """Each target runs its nodes one after another: the makespan is at least the least T such that the
+    nodes, split fractionally between the targets that can run them, give every target at most T of work
+    (its launch included when some node can run nowhere else). A linear program (HiGHS)."""
+    from scipy.optimize import linprog
+    from scipy.sparse import csr_array
+
+    p = problem
+    n, t = p.num_nodes, p.num_targets
+    sup = p.supported
+    vv, jj = np.nonzero(sup)
+    nx = len(vv)
+    forced = (sup.sum(axis=1) == 1)[:, None] & sup
+    fixed = np.where(forced.any(axis=0), p.launch_lat[:t], 0.0)
+    # variables: x (fraction of node v on target j, where supported), then T; minimise T
+    c = np.zeros(nx + 1)
+    c[-1] = 1.0
+    rows = np.concatenate([jj, np.arange(t)])
+    cols = np.concatenate([np.arange(nx), np.full(t, nx)])
+    vals = np.concatenate([lat[vv, jj], -np.ones(t)])
+    a_ub = csr_array((vals, (rows, cols)), shape=(t, nx + 1))
+    a_eq = csr_array((np.ones(nx), (vv, np.arange(nx))), shape=(n, nx + 1))
+    res = linprog(c, A_ub=a_ub, b_ub=-fixed, A_eq=a_eq, b_eq=np.ones(n), bounds=(0, None), method="highs")
+    return float(res.fun) if res.status == 0 else 0.0
+
+
 def global_bound(problem: Problem, paths: list[np.ndarray]) -> float:
-    """max(the least time of each path given and of the heaviest path, cheapest work / targets + a launch)."""
+    """max(the least time of each path given and of the heaviest path, the work bound)."""
     p = problem
     lat = fused_latency(p)
     cheap = lat.min(axis=1)
@@ -146,7 +173,7 @@ def global_bound(problem: Problem, paths: list[np.ndarray]) -> float:
         v = int(came[v])
         heavy.append(v)
     launch = float(p.launch_lat[:p.num_targets].min())
-    bound = float(cheap.sum()) / p.num_targets + launch
+    bound = max(float(cheap.sum()) / p.num_targets + launch, work_bound(p, lat))
     into = _edges(p)[0]
     distinct = {x.tobytes(): x for x in [np.array(heavy[::-1], np.int64), *paths]}
     for path in distinct.values():
