@@ -287,8 +287,8 @@ def test_failed_validation_writes_files_then_exits_1(capsys: pytest.CaptureFixtu
     import dispatch.api
     from dispatch.validate import compare
 
-    def off_by_one(outputs: dict, reference: dict, rtol: float, atol: float) -> Any:
-        return compare({k: v + 1 for k, v in outputs.items()}, reference, rtol, atol)
+    def off_by_one(outputs: dict, reference: dict, rtol: float, atol: float, **kw: Any) -> Any:
+        return compare({k: v + 1 for k, v in outputs.items()}, reference, rtol, atol, **kw)
 
     monkeypatch.setattr(dispatch.api, "compare", off_by_one)
     assert main([str(model), "--repeat", "0", "--json", str(tmp_path / "r.json")]) == 1
