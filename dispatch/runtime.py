@@ -180,6 +180,32 @@ class Runtime:
             env[m.dst_key] = _copy(env[m.src_key])
         return {name: env[key] for name, key in self._outputs}
 
+    # -- the run in steps, for dispatch.pipeline: begin, run_step(0..n-1) in order, finish ----------------
+    @property
+    def step_targets(self) -> tuple[str, ...]:
+        """The target of each step (segment), in the order `run_step` must be called."""
+        return tuple(st.segment.target for st in self._live_steps())
+
+    def begin(self, feeds: Mapping[str, np.ndarray]) -> dict[Hashable, Any]:
+        """A fresh environment for one run: the plan's constants and the feeds."""
+        self._live_steps()
+        env: dict[Hashable, Any] = dict(self._consts)
+        env.update(feeds)
+        return env
+
+    def run_step(self, i: int, env: dict[Hashable, Any]) -> None:
+        """Step i of a run begun with `begin`: the transfers before segment i, then the segment, into env."""
+        step = self._live_steps()[i]
+        for m in step.moves:
+            env[m.dst_key] = _copy(env[m.src_key])
+        env.update(step.run({name: env[key] for name, key in step.reads}))
+
+    def finish(self, env: dict[Hashable, Any]) -> dict[str, np.ndarray]:
+        """The final transfers and the outputs by name, once every step has run on env."""
+        for m in self._final_moves:
+            env[m.dst_key] = _copy(env[m.src_key])
+        return {name: env[key] for name, key in self._outputs}
+
     def run_timed(self, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], RunTiming]:
         """`run`, with the wall time of the call, of every segment and of every transfer (host copies)."""
         clock = time.perf_counter
