@@ -9,6 +9,7 @@ exact int32 sums on machines without VNNI too; the activations use their whole 8
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -195,3 +196,59 @@ def test_dequantize_int32_bias_bit_exact():
     ref = _ort("DequantizeLinear", [b, scale, np.zeros(6, np.int32)], np.float32, {"axis": 0})
     got = QKERNELS["DequantizeLinear"]([b, scale, np.zeros(6, np.int32)], {"axis": 0})[0]
     np.testing.assert_array_equal(got, ref)
+
+
+def _qdq_graph() -> onnx.ModelProto:
+    """x (float) -> Q -> DQ -> Conv(DQ(w int8, per channel), DQ(b int32)) -> Q -> DQ -> y, and the same
+    quantized activation -> DQ -> MatMul(DQ(m int8)) -> Q -> DQ -> z: quantize_static's QDQ form."""
+    x_s, w_s, m_s = np.float32(0.05), _scale(4), np.float32(0.02)
+    inits = {"xs": np.array(x_s), "xz": np.array(128, np.uint8), "w": _weights((4, 3, 3, 3)), "ws": w_s,
+             "wz": np.zeros(4, np.int8), "b": RNG.integers(-300, 300, 4).astype(np.int32),
+             "bs": (x_s * w_s).astype(np.float32), "bz": np.zeros(4, np.int32),
+             "ys": np.array(0.04, np.float32), "yz": np.array(120, np.uint8),
+             "m": _weights((8, 5)), "ms": np.array(m_s), "mz": np.array(0, np.int8),
+             "zs": np.array(0.03, np.float32), "zz": np.array(100, np.uint8)}
+    mk = helper.make_node
+    nodes = [mk("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             mk("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             mk("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0),
+             mk("DequantizeLinear", ["b", "bs", "bz"], ["bd"], axis=0),
+             mk("Conv", ["xd", "wd", "bd"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             mk("QuantizeLinear", ["c", "ys", "yz"], ["cq"]),
+             mk("DequantizeLinear", ["cq", "ys", "yz"], ["y"]),
+             mk("DequantizeLinear", ["m", "ms", "mz"], ["md"]),
+             mk("MatMul", ["xd", "md"], ["mm"], name="matmul"),
+             mk("QuantizeLinear", ["mm", "zs", "zz"], ["mq"]),
+             mk("DequantizeLinear", ["mq", "zs", "zz"], ["z"])]
+    graph = helper.make_graph(nodes, "qdq",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 8]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 3, 6, 5])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_qdq_patterns_run_as_onnxruntimes_fused_integer_kernels():
+    # On the ASIC, DequantizeLinear -> Conv / MatMul -> QuantizeLinear runs as QLinearConv / QLinearMatMul:
+    # bit-identical to onnxruntime, which fuses the same patterns (its default, extended optimisations); the
+    # weights' DequantizeLinear steps are dropped. Random inputs spread over 10 trials.
+    from dispatch.frontend import load
+    from targets.base import make_target
+
+    model = _qdq_graph()
+    g = load(model)
+    asic = make_target("asic", "edge-npu")
+    assert all(asic.supports(n) for n in g.nodes), [asic.unsupported_reason(n) for n in g.nodes]
+    program = asic.compile(g, g.nodes, ["x"], ["y", "z"])
+    kernels = {getattr(s.kernel, "__name__", "") for s in program.steps}
+    assert {"_qlinear_conv_kernel", "_qlinear_matmul_kernel"} <= kernels
+    dequantize = [s for s in program.steps if getattr(s.kernel, "__name__", "") == "_dequantize_kernel"]
+    # y and z only: xd's readers (Conv, MatMul) are both fused, and the weights' and the bias's are unread
+    assert [s.outputs for s in dequantize] == [("y",), ("z",)]
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for _ in range(10):
+        x = (RNG.standard_normal((1, 3, 6, 8)) * 3).astype(np.float32)
+        ours = program({"x": x})
+        y, z = sess.run(["y", "z"], {"x": x})
+        np.testing.assert_array_equal(ours["y"], y)
+        np.testing.assert_array_equal(ours["z"], z)

@@ -299,6 +299,52 @@ def _qdq_wrapped(node: Node) -> bool:
         for c in node.outputs[0].consumers)
 
 
+def _per_tensor(v: Value | None) -> bool:
+    return v is not None and v.const is not None and v.const.size == 1
+
+
+def _qdq_fusion(n: Node, in_segment: set[str], wanted: set[str]) -> tuple[Node, list[Any]] | None:
+    """When DequantizeLinear -> `n` (Conv or MatMul) -> QuantizeLinear lies in this segment as onnxruntime's
+    QDQ fusion finds it (8-bit operands, a per-tensor input and output scale, per-tensor or per-channel
+    weights, an int32 bias dequantized at x_scale · w_scale): the QuantizeLinear and the arguments of the
+    QLinearConv / QLinearMatMul computing `n` and it at once, bit-exact with onnxruntime's fused kernel."""
+    if n.op_type not in ("Conv", "MatMul") or not _qdq_wrapped(n):
+        return None
+    out = n.outputs[0]
+    if len(out.consumers) != 1 or out.name in wanted:
+        return None
+    q, dx, dw = out.consumers[0], n.inputs[0].producer, n.inputs[1].producer
+    if any(m is None or m.name not in in_segment for m in (q, dx, dw)):
+        return None
+    if not (_per_tensor(dx.input(1)) and _per_tensor(q.input(1)) and _is_const(dw.input(1))
+            and (q.input(2) is None or _is_const(q.input(2))) and all(
+                v is None or _is_const(v) for v in (dx.input(2), dw.input(2)))):
+        return None
+    w_scale = dw.inputs[1].const
+    if w_scale.size > 1:  # per channel: along Conv's output channels (axis 0) or MatMul's columns (axis 1)
+        axis = int(dw.attr("axis", 1)) % len(dw.inputs[0].shape)
+        if axis != (0 if n.op_type == "Conv" else len(dw.inputs[0].shape) - 1):
+            return None
+
+    def arg(v: Value | None) -> Any:
+        return None if v is None else (_const(v.const) if v.const is not None else v.name)
+
+    args = [arg(dx.inputs[0]), arg(dx.input(1)), arg(dx.input(2)), arg(dw.inputs[0]), arg(dw.input(1)),
+            arg(dw.input(2)), arg(q.input(1)), arg(q.input(2))]
+    if n.op_type == "Conv" and n.input(2) is not None:
+        db = n.input(2).producer
+        if db is None or db.op_type != "DequantizeLinear" or db.name not in in_segment or \
+                not _is_const(db.inputs[0]) or _dtype_name(db.inputs[0]) != "int32":
+            return None
+        zp, scale = db.input(2), db.inputs[1].const
+        expected = (dx.inputs[1].const.reshape(()) * w_scale).reshape(-1)
+        if (zp is not None and np.any(zp.const)) or not np.array_equal(
+                np.broadcast_to(scale.reshape(-1), expected.shape), expected):
+            return None
+        args.append(arg(db.inputs[0]))
+    return q, args
+
+
 def _dtype_name(v: Value) -> str:
     return v.dtype.name if v.dtype is not None else "unknown"
 
@@ -650,6 +696,12 @@ class _Program:
                     and (bias is None or bias.const is not None)):
                 folded[conv.name] = n
         skip = {bn.name for bn in folded.values()}
+        qdq: dict[str, tuple[Node, list[Arg]]] = {}  # Conv/MatMul -> (its QuantizeLinear, QLinear args)
+        for n in nodes:
+            fusion = _qdq_fusion(n, in_segment, wanted)
+            if fusion is not None:
+                qdq[n.name] = fusion
+                skip.add(fusion[0].name)
         op_types = {n.name: n.op_type for n in nodes}
         raw: list[tuple[str, Kernel, list[Arg], dict[str, Any], tuple[str, ...]]] = []
         for n in nodes:
@@ -665,8 +717,17 @@ class _Program:
                                         epsilon=float(bn.attr("epsilon", 1e-5)))
                 args = [args[0], _const(w2), _const(b2)]
                 outs = tuple(v.name for v in bn.outputs)
+            if n.name in qdq:  # DequantizeLinear -> Conv/MatMul -> QuantizeLinear as one integer kernel
+                q, args = qdq[n.name]
+                op = "QLinearConv" if n.op_type == "Conv" else "QLinearMatMul"
+                raw.append((n.name, QKERNELS[op], args, dict(n.attrs), tuple(v.name for v in q.outputs)))
+                continue
             kernel, args = distinct_filters(n.op_type, ALL_KERNELS[n.op_type], args, n.attrs, _const)
             raw.append((n.name, kernel, args, dict(n.attrs), outs))
+        if qdq:  # a DequantizeLinear whose only readers were fused into integer kernels has nothing to do
+            read = {a for r in raw for a in r[2] if isinstance(a, str)}
+            raw = [r for r in raw if op_types[r[0]] != "DequantizeLinear"
+                   or any(o in read or o in wanted for o in r[4])]
         # Check the dataflow: every tensor read is fed or produced earlier; every output is available.
         available = set(inputs)
         last_use: dict[str, int] = {}
