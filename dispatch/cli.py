@@ -47,8 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--objective", default="latency", choices=("latency", "energy", "edp", "makespan"),
                    help="what the plan minimises: sequential latency, energy per inference, their product, "
                         "or the makespan with targets overlapping (default latency)")
-    g.add_argument("--precision", choices=("fp32", "tf32", "fp16", "bf16"),
-                   help="precision gpu/cpu targets are predicted at (default fp32; execution is unchanged)")
+    g.add_argument("--precision", choices=("fp32", "tf32", "fp16", "bf16", "int8", "fp8"),
+                   help="precision gpu/cpu targets predict float32 tensors at (default fp32; fp16, bf16 and "
+                        "integer nodes are priced at their own dtype; execution is unchanged)")
     g.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
                    help="bind an input's shape or a symbolic dimension (SYMBOL=8); repeatable")
     g.add_argument("--load-plan", metavar="PATH", help="use the placement saved in PATH instead of planning")

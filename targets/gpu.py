@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,10 +45,11 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
-from dispatch.cost import OP_CLASSES, Cost, OpCost
+from dispatch.cost import Cost, OpCost
 from dispatch.errors import DispatchError
 from dispatch.ir import Graph, Node
-from targets.base import Executable, Target, TargetSpec, list_presets, register_kind, require
+from targets.base import Executable, Target, TargetSpec, list_presets, register_kind
+from targets.roofline import PRECISIONS, STORE_BYTES, ClassParams, DeviceModel, GemmShape
 from targets.subgraph import extract_shared
 from targets.support import Support, gpu_support, local_support, signature
 from targets.upcast import LOW_FLOATS, elem_type, low_floats, upcast_model
@@ -62,6 +61,7 @@ __all__ = [
     "DeviceModel",
     "ClassParams",
     "PRECISIONS",
+    "gemm_shape",
     "PROVIDER_ORDER",
     "choose_provider",
     "session_options",
@@ -73,9 +73,6 @@ __all__ = [
     "model_weight_bytes",
 ]
 
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
-_STORE_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2}  # bytes per float element as stored
-_MATRIX_CLASSES = ("gemm", "conv")  # the classes that run on tensor cores / matrix units
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 # The op class of onnxruntime's own operators (domain com.microsoft), which the analysis table, keyed by
@@ -332,6 +329,62 @@ def kernel_of(node: Node) -> str:
     return t
 
 
+# -- the kernel as a GEMM (tile and wave quantisation, targets/roofline.py) --------------------------
+_WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "FusedConv": 1}
+_MATMULS = {"MatMul": 1, "Gemm": 1, "FusedMatMul": 1, "FusedGemm": 1, "MatMulInteger": 1, "QLinearMatMul": 3}
+_MIN_TC_CHANNELS = 8  # cuDNN: tensor-core convolutions need channels per group a multiple of 8
+
+
+def _prod(xs: Sequence[int]) -> int:
+    out = 1
+    for x in xs:
+        out *= int(x)
+    return out
+
+
+def gemm_shape(node: Node) -> tuple[GemmShape | None, bool]:
+    """(the node's kernel as a GEMM, whether it runs on the vector units instead of the matrix units).
+
+    Convolutions are implicit GEMMs: M = batch · output pixels, N = output channels per group, K = input
+    channels per group · kernel area, one GEMM per group. A depthwise or grouped convolution with fewer than
+    8 channels per group runs on the vector units (no tiles). A MatMul whose second operand is 2-D (weights)
+    is one GEMM over every leading dimension of the first (M = their product); batched MatMuls (attention)
+    are one GEMM per batch element. None when a shape is unknown."""
+    t = node.op_type
+    out = node.outputs[0].shape if node.outputs else None
+    if not out or any(not isinstance(d, int) for d in out):
+        return None, False
+    if t in _WEIGHT_INPUT:
+        w = node.input(_WEIGHT_INPUT[t])
+        if w is None or not w.shape or len(out) < 3 or any(not isinstance(d, int) for d in w.shape):
+            return None, False
+        groups = int(node.attr("group", 1))
+        per_in, per_out = int(w.shape[1]), int(w.shape[0]) // max(groups, 1)
+        if groups > 1 and min(per_in, per_out) < _MIN_TC_CHANNELS:
+            return None, True
+        m = out[0] * _prod(out[2:])
+        return GemmShape(m=m, n=per_out, k=per_in * _prod(w.shape[2:]), groups=groups), False
+    if t in _MATMULS:
+        a, b = node.input(0), node.input(_MATMULS[t])
+        if a is None or b is None or not a.shape or not b.shape or len(out) < 2:
+            return None, False
+        if any(not isinstance(d, int) for d in (*a.shape, *b.shape)):
+            return None, False
+        k = int(a.shape[0] if (t in ("Gemm", "FusedGemm") and node.attr("transA", 0)) else a.shape[-1])
+        if len(b.shape) <= 2:
+            return GemmShape(m=_prod(out[:-1]), n=int(out[-1]), k=k), False
+        return GemmShape(m=int(out[-2]), n=int(out[-1]), k=k, groups=_prod(out[:-2])), False
+    return None, False
+
+
+def _dequantized_matrix_input(node: Node) -> bool:
+    """Whether a float Conv/MatMul/Gemm reads its data input from a DequantizeLinear (the QDQ form)."""
+    if node.op_type not in ("Conv", "MatMul", "Gemm"):
+        return False
+    x = node.input(0)
+    return x is not None and x.producer is not None and x.producer.op_type == "DequantizeLinear"
+
+
 _WEIGHTS: weakref.WeakKeyDictionary[Node, int] = weakref.WeakKeyDictionary()
 
 
@@ -353,126 +406,6 @@ def model_weight_bytes(node: Node) -> int:
     for n in seen.values():
         _WEIGHTS[n] = total
     return total
-
-
-# -- the device model -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ClassParams:
-    """Per op class: fractions of peak compute and of bandwidth reached, and a fixed cost per op (s)."""
-
-    compute: float
-    memory: float
-    overhead_s: float
-
-
-@dataclass(frozen=True)
-class DeviceModel:
-    """The roofline's inputs in SI units, from a spec and optionally a calibrated profile."""
-
-    peak_flops: Mapping[str, float]  # per precision
-    memory_bw: float  # bytes/s, DRAM
-    cache_bw: float | None  # bytes/s when the working set fits in cache_bytes; None: same as DRAM
-    cache_bytes: int
-    memory_bytes: int
-    launch_s: float
-    session_s: float
-    classes: Mapping[str, ClassParams] = field(default_factory=dict)
-    kernel_scale: Mapping[str, float] = field(default_factory=dict)  # 'Kernel/compute|memory' -> factor
-
-    @classmethod
-    def from_spec(cls, spec: TargetSpec) -> DeviceModel:
-        """Read the kind's table ([gpu] or [cpu]); errors name the file and key."""
-        p = spec.params
-        where = f"Spec '{Path(spec.source).name}' [{spec.kind}]"
-        peaks = p.get("peak_tflops")
-        if not isinstance(peaks, Mapping):
-            raise DispatchError(
-                f"{where} needs a [{spec.kind}.peak_tflops] table with {', '.join(PRECISIONS)}."
-            )
-        peak = {d: require(peaks, d, f"{where}.peak_tflops") * 1e12 for d in PRECISIONS}
-        bw = require(p, "memory_bandwidth_GBps", where) * 1e9
-        cache_bw = p.get("cache_bandwidth_GBps")
-        if cache_bw is not None:
-            cache_bw = require(p, "cache_bandwidth_GBps", where) * 1e9
-        launch = require(p, "launch_us", where, positive=False)
-        session = require(p, "session_us", where, positive=False)
-        if launch < 0 or session < 0:
-            raise DispatchError(f"{where}: 'launch_us' and 'session_us' must not be negative.")
-        eff = p.get("efficiency")
-        if (
-            not isinstance(eff, Mapping)
-            or not isinstance(eff.get("compute"), Mapping)
-            or not isinstance(eff.get("memory"), Mapping)
-        ):
-            raise DispatchError(
-                f"{where} needs [{spec.kind}.efficiency.compute] and "
-                f"[{spec.kind}.efficiency.memory] tables keyed by op class "
-                f"({', '.join(OP_CLASSES)})."
-            )
-        classes = {"view": ClassParams(1.0, 1.0, 0.0)}  # a view launches no kernel and moves nothing
-        for c in OP_CLASSES:
-            if c == "view":
-                continue
-            ec = require(eff["compute"], c, f"{where}.efficiency.compute")
-            em = require(eff["memory"], c, f"{where}.efficiency.memory")
-            if ec > 1 or em > 1:
-                raise DispatchError(f"{where}: efficiencies of '{c}' must be at most 1, got {ec} and {em}.")
-            classes[c] = ClassParams(ec, em, launch * 1e-6)
-        return cls(
-            peak_flops=peak,
-            memory_bw=bw,
-            cache_bw=cache_bw,
-            cache_bytes=int(require(p, "l2_bytes", where)),
-            memory_bytes=int(require(p, "memory_bytes", where)),
-            launch_s=launch * 1e-6,
-            session_s=session * 1e-6,
-            classes=classes,
-        )
-
-    def with_profile(self, profile: Any) -> DeviceModel:
-        """The fitted efficiencies, overheads and session cost of a calibration profile replace the spec's."""
-        classes = dict(self.classes)
-        for c, fit in profile.classes.items():
-            if c in classes:
-                classes[c] = ClassParams(fit.compute, fit.memory, fit.overhead_us * 1e-6)
-        return replace(
-            self,
-            classes=classes,
-            session_s=profile.session_us * 1e-6,
-            kernel_scale=dict(profile.kernel_scale),
-        )
-
-    def bandwidth(self, nbytes: float, resident: bool | None = None) -> float:
-        """Bytes/s for data in the cache (`resident`; when None, whether `nbytes` fit in it), else DRAM's."""
-        if resident is None:
-            resident = nbytes <= self.cache_bytes
-        return self.cache_bw if self.cache_bw and resident else self.memory_bw
-
-    def roofline(
-        self,
-        op_cls: str,
-        flops: float,
-        act_bytes: float,
-        weight_bytes: float,
-        precision: str,
-        weights_resident: bool = False,
-        kernel: str = "",
-    ) -> tuple[float, float]:
-        """(busy time of the limiting resource, fixed overhead) in seconds.
-
-        Activations stream at the cache bandwidth when they fit in the last-level cache; weights only when
-        the whole model's weights stay resident between runs (`weights_resident`). A calibrated profile
-        may scale the busy time of a particular kernel when compute- or memory-bound (`kernel_scale`)."""
-        c = self.classes.get(op_cls) or self.classes["other"]
-        peak = self.peak_flops[precision if op_cls in _MATRIX_CLASSES else "fp32"]
-        t_compute = flops / (peak * c.compute) if flops else 0.0
-        t_memory = 0.0
-        if act_bytes:
-            t_memory += act_bytes / (self.bandwidth(act_bytes) * c.memory)
-        if weight_bytes:
-            t_memory += weight_bytes / (self.bandwidth(weight_bytes, weights_resident) * c.memory)
-        bound = "compute" if t_compute >= t_memory else "memory"
-        return max(t_compute, t_memory) * self.kernel_scale.get(f"{kernel}/{bound}", 1.0), c.overhead_s
 
 
 def _is_low(a: Any) -> bool:
@@ -536,6 +469,10 @@ class OrtTarget(Target):
             )
         if precision not in PRECISIONS:
             raise DispatchError(f"Unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}.")
+        have = DeviceModel.from_spec(spec).peak_flops
+        if precision not in have:
+            raise DispatchError(f"Spec '{spec.name}' gives no {precision} peak (the part has no {precision} "
+                                f"units); choose one of {', '.join(d for d in PRECISIONS if d in have)}.")
         self.precision = precision
         if threads is None:
             threads = spec.params.get("threads", 0)
@@ -582,25 +519,34 @@ class OrtTarget(Target):
         return set()
 
     # -- cost
-    def precision_of(self, node: Node) -> str:
-        """The precision a node is predicted at: the target's, or a float16/bfloat16 node's own when the
-        target is set to fp32/tf32 (such a node runs on the part's fp16/bf16 units, whatever runs it here)."""
-        if self.precision in ("fp32", "tf32"):
-            kinds = low_floats([node])
-            tensors = (*node.present_inputs, *node.outputs)
-            if len(kinds) == 1 and not any(v.dtype == np.float32 for v in tensors):
-                return kinds.pop()
+    def precision_of(self, node: Node, op: OpCost | None = None) -> str:
+        """The precision a node is predicted at: its own where its dtype says so, else the target's.
+
+        * integer MACs (QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger: `mac_dtype` "int8") and a
+          float Conv/MatMul/Gemm fed by a DequantizeLinear (the QDQ form, which TensorRT and onnxruntime's
+          CUDA provider run as one int8 kernel) run at the part's int8 peak, where the spec has one;
+        * a float16/bfloat16 node runs on the part's fp16/bf16 units whatever the target's precision;
+        * everything else (float32 tensors) at the target's precision (`--precision`)."""
+        peaks = self.model.peak_flops
+        if "int8" in peaks and (
+            (op is not None and op.mac_dtype == "int8") or _dequantized_matrix_input(node)
+        ):
+            return "int8"
+        kinds = low_floats([node])
+        tensors = (*node.present_inputs, *node.outputs)
+        if len(kinds) == 1 and not any(v.dtype == np.float32 for v in tensors):
+            return kinds.pop()
         return self.precision
 
-    def _split_bytes(self, node: Node, op: OpCost) -> tuple[float, float]:
+    def _split_bytes(self, node: Node, op: OpCost, precision: str = "fp32") -> tuple[float, float]:
         """(activation bytes, weight bytes) moved, float32 tensors counted at the precision's storage size."""
         weights = float(min(op.param_bytes, op.bytes_read))
         acts = float(op.bytes_moved) - weights
-        if _STORE_BYTES[self.precision] == 4 or not op.bytes_moved:
+        if STORE_BYTES[precision] == 4 or not op.bytes_moved:
             return acts, weights
         f32 = sum(v.nbytes for v in (*node.present_inputs, *node.outputs) if v.dtype == np.float32)
         io = sum(v.nbytes for v in (*node.present_inputs, *node.outputs)) or 1
-        keep = 1 - min(1.0, f32 / io) * (1 - _STORE_BYTES[self.precision] / 4)
+        keep = 1 - min(1.0, f32 / io) * (1 - STORE_BYTES[precision] / 4)
         return acts * keep, weights * keep
 
     def weights_resident(self, node: Node) -> bool:
@@ -620,12 +566,14 @@ class OrtTarget(Target):
     def cost(self, node: Node, op: OpCost) -> Cost:
         """The node as its own kernel; `fusion` says what is saved when onnxruntime folds it into another."""
         cls = op_class(node, op)
-        acts, weights = self._split_bytes(node, op)
+        precision = self.precision_of(node, op)
+        acts, weights = self._split_bytes(node, op, precision)
         kernel = kernel_of(node)
         flops = element_flops(node, op)
         resident = self.weights_resident(node)
-        busy, overhead = self.model.roofline(cls, flops, acts, weights, self.precision_of(node), resident,
-                                             kernel)
+        shape, vector = gemm_shape(node) if cls in ("gemm", "conv") else (None, False)
+        busy, overhead = self.model.roofline(cls, flops, acts, weights, precision, resident, kernel,
+                                             shape, vector)
         if cls == "view":
             busy = 0.0  # no data moves; only the fixed cost of the (aliasing) kernel call remains
         a = node.input(0)

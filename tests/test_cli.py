@@ -118,7 +118,7 @@ def test_bad_inputs(capsys: pytest.CaptureFixture[str], model: Path, tmp_path: P
     (["--repeat", "-1"], "--repeat takes a count of 0 or more"),
     (["--repeat", "three"], "invalid int value"),
     (["--objective", "speed"], "invalid choice: 'speed'"),
-    (["--precision", "fp8"], "invalid choice: 'fp8'"),
+    (["--precision", "fp4"], "invalid choice: 'fp4'"),
     (["--frobnicate"], "Unrecognized arguments: --frobnicate"),
     (["--no-run", "--outputs", "o.npz"], "--no-run executes nothing"),
     (["--precision", "fp16", "--targets", "asic=tpu-v4-like"], "--precision applies to gpu and cpu targets"),

@@ -16,6 +16,7 @@ from dispatch.errors import DispatchError
 from dispatch.frontend import load
 from targets.base import make_target
 from targets.gpu import GpuTarget, absorbed_by, choose_provider, kernel_of
+from targets.roofline import GemmShape, tile_speed, wave_quantisation
 from targets.subgraph import extract, extract_shared
 from targets.support import kernel_reason, local_coverage
 
@@ -48,16 +49,47 @@ def gemm4k():
     )
 
 
+# Wave quantisation of a 4096x4096x4096 GEMM on the H100 SXM's 132 SMs (targets/roofline.py): with 256x128
+# tiles, 16 · 32 = 512 tiles run in ceil(512 / 132) = 4 waves of 132, so 528 tile slots do 512 tiles of work:
+# q = 512 / 528 = 0.969697. (128x128 tiles: 1024 tiles in 8 waves, 1024 / 1056, the same q; the larger tile,
+# listed first, is kept.)
+Q4K = 512 / 528
+
+
+def test_wave_quantisation_golden():
+    tiles = ((256, 128), (128, 128), (128, 64), (64, 64))
+    q, tile, count, waves = wave_quantisation(GemmShape(4096, 4096, 4096), 132, 1, tiles)
+    assert (tile, count, waves) == ((256, 128), 512, 4)
+    assert q == pytest.approx(Q4K)
+    # The same GEMM on the A100's 108 SMs: 512 tiles in ceil(512 / 108) = 5 waves of 108 = 540 slots;
+    # 128x128: 1024 tiles in 10 waves = 1080 slots, q = 1024 / 1080 = 0.948 = 512 / 540 (tie, first kept).
+    q, tile, count, waves = wave_quantisation(GemmShape(4096, 4096, 4096), 108, 1, tiles)
+    assert (tile, count, waves) == ((256, 128), 512, 5) and q == pytest.approx(512 / 540)
+    # BERT-base's QKV projection at batch 1 (M = 128 tokens, N = 2304, K = 768) on 108 SMs: 128x128 gives
+    # 1 · 18 = 18 output tiles, too few for one wave, so K is split in 4 (192 each, >= 128): 72 blocks in one
+    # wave of 108, q = 128 · 2304 · 768 / (108 · 128 · 128 · 192) = 2/3. (64x64 at half speed: 72 tiles,
+    # split 2 -> 144 > 108 blocks is not allowed, so q = 128 · 2304 / (108 · 64 · 64) · 0.5 = 1/3.)
+    q, tile, count, waves = wave_quantisation(GemmShape(128, 2304, 768), 108, 1, tiles)
+    assert (tile, count, waves) == ((128, 128), 72, 1) and q == pytest.approx(2 / 3)
+    # A skinny GEMM, M = 16 rows by 1024x1024 on 132 SMs: 64x64, 16 tiles split 8 ways (K 128 each) = 128
+    # blocks: q = 16 · 1024 · 1024 / (132 · 64 · 64 · 128) · 0.5 = 0.1212
+    q, tile, count, waves = wave_quantisation(GemmShape(16, 1024, 1024), 132, 1, tiles)
+    assert (tile, count, waves) == ((64, 64), 128, 1)
+    assert q == pytest.approx(16 * 1024 * 1024 / (132 * 4096 * 128) / 2)
+    assert tile_speed((256, 128), (128, 128)) == 1.0
+    assert tile_speed((128, 64), (128, 128)) == pytest.approx(2 / 3)  # reuse 128·64/192 = 42.7 of 64
+
+
 def test_roofline_compute_bound_gemm(h100, gemm4k):
     node = gemm4k.nodes[0]
     op = analyze_node(node)
     assert op.flops == 2 * 4096**3  # 2·M·K·N = 137.44e9
-    # fp32 on H100 SXM: compute 137.44e9 / (67e12 · 0.70) = 2930.4 µs; memory 3·4096²·4 B = 201.3 MB /
+    # fp32 on H100 SXM: compute 137.44e9 / (67e12 · 0.70 · Q4K) = 3021.9 µs; memory 3·4096²·4 B = 201.3 MB /
     # (3.35e12 · 0.80) = 75.1 µs; the max is compute; + 5 µs launch.
+    busy = 2 * 4096**3 / (67e12 * 0.70 * Q4K)
     c = h100.cost(node, op)
-    assert c.latency_s == pytest.approx(2 * 4096**3 / (67e12 * 0.70) + 5e-6, rel=1e-9)
+    assert c.latency_s == pytest.approx(busy + 5e-6, rel=1e-9)
     # Energy: idle 70 W over the whole op + (700 - 70) W while the limiting unit is busy.
-    busy = 2 * 4096**3 / (67e12 * 0.70)
     assert c.energy_j == pytest.approx(70 * (busy + 5e-6) + 630 * busy, rel=1e-9)
 
 
@@ -66,14 +98,20 @@ def test_precision_switches_the_peak(gemm4k):
     op = analyze_node(node)
     lat = {
         p: make_target("gpu", "h100-sxm", precision=p, profile=False).cost(node, op).latency_s
-        for p in ("fp32", "tf32", "fp16", "bf16")
+        for p in ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
     }
-    assert lat["tf32"] == pytest.approx(2 * 4096**3 / (494.5e12 * 0.70) + 5e-6)  # 283.9 µs
-    assert lat["fp16"] == pytest.approx(2 * 4096**3 / (989e12 * 0.70) + 5e-6)  # 198.5 + 5 µs
+    assert lat["tf32"] == pytest.approx(2 * 4096**3 / (494.5e12 * 0.70 * Q4K) + 5e-6)  # 292.8 µs
+    assert lat["fp16"] == pytest.approx(2 * 4096**3 / (989e12 * 0.70 * Q4K) + 5e-6)  # 204.7 + 5 µs
     assert lat["bf16"] == lat["fp16"]
-    assert lat["fp32"] > lat["tf32"] > lat["fp16"]
-    with pytest.raises(DispatchError, match="fp32, tf32, fp16, bf16"):
-        make_target("gpu", "h100-sxm", precision="fp8", profile=False)
+    # int8/fp8: 1979 TOP/s dense; compute 137.44e9 / (1979e12 · 0.7 · Q4K) = 102.3 µs; memory at 1 byte per
+    # element 3·4096² B / (3.35e12 · 0.8) = 18.8 µs: still compute-bound.
+    assert lat["int8"] == pytest.approx(2 * 4096**3 / (1979e12 * 0.70 * Q4K) + 5e-6)
+    assert lat["fp8"] == lat["int8"]
+    assert lat["fp32"] > lat["tf32"] > lat["fp16"] > lat["int8"]
+    with pytest.raises(DispatchError, match="no fp8 peak.*fp32, tf32, fp16, bf16, int8"):
+        make_target("gpu", "a100-sxm", precision="fp8", profile=False)
+    with pytest.raises(DispatchError, match="fp32, tf32, fp16, bf16, int8, fp8"):
+        make_target("gpu", "h100-sxm", precision="fp4", profile=False)
 
 
 def test_roofline_memory_bound_add(h100):
