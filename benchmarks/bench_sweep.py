@@ -90,6 +90,19 @@ def plain_loop(cfg) -> tuple[float, float, float, float, list[dict]]:
     return time.perf_counter() - t0, load_s, time.process_time() - c0, load_cpu, out
 
 
+def source_hash() -> str:
+    """A hash of the code that prices and plans (dispatch/, targets/, models/): other work on this checkout
+    may change it while the benchmark runs, and worker processes import whatever is there when they start."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for folder in ("dispatch", "targets", "models"):
+        for p in sorted((ROOT / folder).rglob("*")):
+            if p.suffix in (".py", ".toml", ".json") and p.is_file():
+                h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _strip(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "planning_s"} for r in rows]
 
@@ -105,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     n_rows = n_points * len(cfg.strategies) * len(cfg.objectives)
     print(f"{n_points} points, {n_rows} rows", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
+    code_before = source_hash()
     times: dict[str, float] = {}
     loads: dict[str, float] = {}
     cpu: dict[str, tuple[float, float]] = {}  # in-process modes: (CPU seconds, of which loading)
@@ -133,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label}: {times[label]:.1f} s", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    code_after = source_hash()
     labels = list(runs)
     identical = all(_strip(runs[labels[0]]) == _strip(runs[x]) for x in labels[1:])
     for x in labels[1:]:  # say where runs differ
@@ -158,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
               "cpu_seconds_and_loading": cpu, "caching_speedup_planning_only_cpu": caching_cpu,
               "rows_identical_across_sweep_runs": identical, "rows_with_error": errors,
               "max_rel_diff_vs_plain_loop": worst, "load_average_1min": load_avg,
+              "source_hash_before_after": [code_before, code_after],
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}"}
     lines = [
         "# Sweep throughput",
@@ -184,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({', '.join(labels)})",
         f"- largest relative difference of latency or energy against the plain loop: {worst:.1e}; rows with "
         f"an error: {errors}",
+        f"- source of dispatch/, targets/, models/: {code_before} before, {code_after} after"
+        + ("" if code_before == code_after else " (**changed during the run**: modes ran different code)"),
         "",
         "The plain loop pays, for every one of the 6 plans of a point, the analysis of the graph and a "
         "question to each target about every node (a GPU roofline, a SCALE-Sim-style systolic timing); the "
