@@ -330,6 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from dispatch.sweep.cli import main_plot, main_sweep
 
             return (main_sweep if argv[0] == "sweep" else main_plot)(argv[1:])
+        if argv[:1] == ["serve"]:
+            from dispatch.serve.cli import main_serve
+
+            return main_serve(argv[1:])
         return run(argv)
     except DispatchError as e:
         print(f"error: {_one_line(str(e))}", file=sys.stderr)
