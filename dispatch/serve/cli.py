@@ -120,6 +120,7 @@ def main_serve(argv: Sequence[str]) -> int:
         sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.host, args.port))
+        sock.listen(2048)  # connections queue from now on, before uvicorn takes the socket
     except (OSError, OverflowError) as e:
         raise DispatchError(f"Cannot listen on {args.host}:{args.port} ({e.strerror or e}); choose another "
                             "--host or --port.") from None
