@@ -312,3 +312,14 @@ def test_bad_device_and_unknown_option() -> None:
         DispatchBackend.prepare(m, "TPU")
     with pytest.raises(DispatchError, match="no option 'bogus'"):
         DispatchBackend.prepare(m, bogus=1)
+
+
+def test_model_as_bytes_or_path(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", F, [2])
+    m = _model([helper.make_node("Neg", ["x"], ["y"])], [x], [helper.make_tensor_value_info("y", F, [2])])
+    onnx.save(m, tmp_path / "neg.onnx")
+    for model in (m.SerializeToString(), tmp_path / "neg.onnx", str(tmp_path / "neg.onnx")):
+        (y,) = dispatch_backend.run_model(model, {"x": np.array([1.0, -2.0], np.float32)})
+        np.testing.assert_array_equal(y, [-1.0, 2.0])
+    with pytest.raises(DispatchError, match="not a serialized ONNX model"):
+        DispatchBackend.prepare(b"\xff\xff not a model")
