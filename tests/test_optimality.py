@@ -477,7 +477,7 @@ def test_every_zoo_model_optimal_no_worse_than_any_strategy(which: str, objectiv
         for s, row in table.items():
             if "error" in row:
                 continue
-            if not no_worse(best["objective"], row["objective"]):
+            if row["fits"] and not no_worse(best["objective"], row["objective"]):
                 bad.append(f"{name}: optimal {best['objective']:.6g} > {s} {row['objective']:.6g} "
                            f"({best['objective'] / row['objective']:.3f}x)")
             if s != "optimal" and row["optimal"]:
