@@ -3,8 +3,9 @@ and the outputs against the source framework's (torch) on the same inputs. Used 
 benchmarks/bench_corpus.py; each stage records pass/fail, its wall time and one line of detail, and a stage
 that raises stops only the stages that need its result.
 
-ASIC-first is the strategy "asic-first" when the partitioner registers one, else "priority" with the ASIC
-listed first (each node on the ASIC when the ASIC supports it, on the GPU otherwise).
+ASIC-first is the strategy "asic-first" when the partitioner registers one, else "only:asic" (each node on
+the ASIC when the ASIC supports it, on the next target otherwise), as the backend tests use it; the stage
+also checks that every MatMul, Gemm and Conv the ASIC supports is planned on the ASIC.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from models.corpus import (
     torch_outputs,
 )
 
-__all__ = ["Stage", "CorpusResult", "STAGES", "RTOL", "ATOL_SCALE", "MAC_TOLERANCE", "check", "compare",
-           "degenerate", "asic_first"]
+__all__ = ["Stage", "CorpusResult", "STAGES", "RTOL", "ATOL_SCALE", "MAC_TOLERANCE", "MATRIX_OPS", "check",
+           "compare", "degenerate", "asic_first"]
 
 # Output agreement with torch (float32 with different summation orders): |got - want| <= atol + RTOL·|want|,
 # atol = ATOL_SCALE · max |want| (the output's scale). Integer outputs must be equal.
@@ -105,13 +106,14 @@ def degenerate(outputs: Mapping[str, np.ndarray]) -> str:
     return ""
 
 
+MATRIX_OPS = ("MatMul", "Gemm", "Conv")
+
+
 def asic_first(targets: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(strategy name, targets in the order it needs) for the ASIC-first plan."""
+    """(strategy name, targets) for the ASIC-first plan."""
     from dispatch.partition import STRATEGIES
 
-    if "asic-first" in STRATEGIES:
-        return "asic-first", dict(targets)
-    return "priority", {"asic": targets["asic"], **{k: v for k, v in targets.items() if k != "asic"}}
+    return ("asic-first" if "asic-first" in STRATEGIES else "only:asic"), dict(targets)
 
 
 def _timed(result: CorpusResult, stage: str, fn: Callable[[], Any]) -> Any:
@@ -178,10 +180,19 @@ def check(name: str, targets: Mapping[str, Any] | None = None, out_dir: str | No
         _timed(result, "macs", macs)
         strategies = {"optimal": ("optimal", tg), "asic-first": asic_first(tg)}
         for label, (strategy, order) in strategies.items():
-            def do_plan(strategy: str = strategy, order: Mapping[str, Any] = order) -> tuple[Any, str, bool]:
+            def do_plan(strategy: str = strategy, order: Mapping[str, Any] = order,
+                        label: str = label) -> tuple[Any, str, bool]:
                 p = plan(graph, order, strategy=strategy)
                 on_asic = sum(t == "asic" for t in p.assignment.values())
-                return p, f"{strategy}: {len(p.segments)} segments, {on_asic}/{len(graph)} on asic", True
+                detail = f"{strategy}: {len(p.segments)} segments, {on_asic}/{len(graph)} on asic"
+                if label != "asic-first":
+                    return p, detail, True
+                every = [n for n in graph.nodes if n.op_type in MATRIX_OPS]
+                matrix = [n for n in every if tg["asic"].supports(n)]
+                astray = [n.name for n in matrix if p.assignment[n.name] != "asic"]
+                detail += (f"; MatMul/Gemm/Conv: {len(every)}, {len(matrix)} the ASIC supports, "
+                           f"{len(matrix) - len(astray)} on it")
+                return p, detail + (f" (not: {', '.join(astray[:3])})" if astray else ""), not astray
 
             p = _timed(result, f"plan {label}", do_plan)
             if p is None:
