@@ -167,9 +167,9 @@ def _local_search(problem: Problem, a: np.ndarray, score: Callable[[np.ndarray],
     return cur, val, evals
 
 
-def _search_budget(problem: Problem, work: int = 300_000) -> int:
+def _search_budget(problem: Problem, work: int = 300_000, most: int = 400) -> int:
     """Objective evaluations the local search may spend: each costs O(N), so about `work` node-visits."""
-    return int(min(400, work // max(problem.num_nodes, 1)))
+    return int(min(most, work // max(problem.num_nodes, 1)))
 
 
 def weighted_bound(problem: Problem, w_lat: float, w_en: float, *, time_limit_s: float = 20.0,
@@ -369,7 +369,7 @@ def optimal(problem: Problem, *, time_limit_s: float = 20.0, mip_rel_gap: float 
         lower = makespan.global_bound(p, [_change_path(p, best)])
         notes.append("makespan: lower bound = the least time of a few paths through the graph (nodes, "
                      "launches, transfers), or the cheapest work shared by all targets")
-        budget = _search_budget(p, 100_000)  # a schedule costs about three times an objective evaluation
+        budget = _search_budget(p, 100_000, 150)  # a schedule costs about three times an evaluation
     if val > lower * (1 + 3 * PROOF_TOL):
         best, val, evals = _local_search(p, best, score, budget, val)
     else:
