@@ -283,7 +283,7 @@ SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, He
 
 # -- exhaustive search as the judge --------------------------------------------------------------------------
 @pytest.mark.parametrize("objective", OBJECTIVES)
-@settings(max_examples=50, **SETTINGS)
+@settings(max_examples=40, **SETTINGS)
 @given(spec=dag_specs(10), knobs=KNOBS)
 def test_optimal_equals_brute_force_two_targets(maker: TargetMaker, objective: str, spec: DagSpec,
                                                 knobs: Knobs) -> None:
@@ -292,7 +292,7 @@ def test_optimal_equals_brute_force_two_targets(maker: TargetMaker, objective: s
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)
-@settings(max_examples=30, **SETTINGS)
+@settings(max_examples=25, **SETTINGS)
 @given(spec=dag_specs(7), knobs=KNOBS, third=st.sampled_from(sorted(THIRD)))
 def test_optimal_equals_brute_force_three_targets(maker: TargetMaker, objective: str, spec: DagSpec,
                                                   knobs: Knobs, third: str) -> None:
