@@ -14,8 +14,15 @@ as modified spec files), and for three targets one more preset: a100-sxm, edge-n
 becomes the host).
 
 Sizes: exhaustive search prices 2**n (two targets) or up to 3**n (three) plans at ~0.4 ms each, so the
-quick suite draws graphs of up to 10 nodes for two targets and 7 for three; the slow budget goes to 14 and 9.
-Only nodes that more than one target runs multiply the count (the ASIC runs no Sigmoid, Tanh or Mul).
+quick suite draws graphs of up to 10 nodes for two targets and 7 for three; the slow budget goes to 14 and 9
+(10-14 and 6-9). Only nodes that more than one target runs multiply the count (the ASIC runs no Sigmoid, Tanh
+or Mul). `optimal` enumerates problems that small itself, so each graph is also planned with enumeration
+switched off (PATHS), the path large graphs take: there a plan claimed optimal must equal brute force and
+any other must carry a gap that bounds its distance to it.
+
+Also here: the issue's two counterexamples; a plan's figures recomputed from Target.cost / fusion /
+segment_overhead and idle power; energy at least the idle floor; and (slow) every zoo model and objective,
+optimal against every strategy.
 """
 
 from __future__ import annotations
