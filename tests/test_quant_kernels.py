@@ -252,3 +252,19 @@ def test_qdq_patterns_run_as_onnxruntimes_fused_integer_kernels():
         y, z = sess.run(["y", "z"], {"x": x})
         np.testing.assert_array_equal(ours["y"], y)
         np.testing.assert_array_equal(ours["z"], z)
+
+
+def test_long_reductions_chunk_exactly():
+    # Full-range operands: |A - 0| <= 255 and |B - (-128)| <= 255, so float32 stays exact for chunks of
+    # K <= (2^24 - 1) // 255² = 258: K = 2000 runs in 8 chunks. The reference is NumPy's int64 matmul.
+    a = RNG.integers(0, 256, (3, 2000)).astype(np.uint8)
+    b = RNG.integers(-128, 128, (2000, 4)).astype(np.int8)
+    got = QKERNELS["MatMulInteger"]([a, b, np.array(0, np.uint8), np.array(-128, np.int8)], {})[0]
+    want = a.astype(np.int64) @ (b.astype(np.int64) + 128)
+    np.testing.assert_array_equal(got, want.astype(np.int32))
+    # A conv over 600 input channels of 3x3 taps: chunks of (2^24 - 1) // (255 · 128 · 9) = 571 channels
+    x, _ = _act((1, 600, 5, 5), np.uint8)
+    w = RNG.integers(-128, 128, (2, 600, 3, 3)).astype(np.int8)
+    ins = [x, w, np.array(0, np.uint8), np.array(0, np.int8)]
+    np.testing.assert_array_equal(QKERNELS["ConvInteger"](ins, {"pads": [1, 1, 1, 1]})[0],
+                                  _ort("ConvInteger", ins, np.int32, {"pads": [1, 1, 1, 1]}))
