@@ -12,9 +12,11 @@ worse than any baseline strategy (priority, greedy, heft, only:TARGET are among 
   where G holds the nodes, the transfers and the fusion savings of pairs on one target (segments left
   aside), and every element's latency is charged the static power of all of U (dispatch.problem.terms).
   G is a cut function: an s–t minimum cut for two targets (dispatch.partition.cut), HiGHS otherwise
-  (dispatch.partition.milp). The bound is the least over U. The assignments found, the baselines and a
-  local search that moves whole segments between targets give the plan; it is proven optimal when its
-  objective is within `proof_tol` (relative) of the bound, else the gap is reported.
+  (dispatch.partition.milp). For two targets a second cut charges one launch per run of a target along a
+  path of the graph instead (every run is a segment of its own), and U's bound is the larger of the two.
+  The bound is the least over U. The assignments found, the baselines and a local search that moves whole
+  segments between targets give the plan; it is proven optimal when its objective is within PROOF_TOL
+  (relative) of the bound, else the gap is reported.
 * edp: the product of the latency and the energy bounds bounds latency·energy from below; candidates come
   from weighted sums along the tangent E0·latency + L0·energy at the best point so far.
 * makespan: lower bound from dispatch.partition.makespan.global_bound (the least time of a few paths through
