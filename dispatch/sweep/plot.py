@@ -159,12 +159,20 @@ def _axis_plot(plt: Any, rows: list[dict[str, Any]], meta: dict[str, Any], axis:
                     ax.plot(xs, [p[1] for p in pts], styles[ci % len(styles)], marker="o", markersize=3,
                             color=colors[si % len(colors)], label=name, linewidth=1)
             if row_i == 0:
+                at: dict[Any, list[str]] = {}  # crossover value -> the other axes' values it holds for
                 for combo in combos:
                     x = cross.get((model, *combo))
                     if x is not None:
-                        ax.axvline(x, color="grey", linestyle=":", linewidth=1)
-                        ax.annotate(f"ASIC wins from {x}", (x, 0.97), xycoords=("data", "axes fraction"),
-                                    fontsize=6, rotation=90, va="top", ha="right", color="dimgrey")
+                        at.setdefault(x, []).append(" ".join(f"{a.split('.')[-1]}={v}"
+                                                             for a, v in zip(others, combo, strict=True)))
+                lines = []
+                for x, where in at.items():
+                    ax.axvline(x, color="grey", linestyle=":", linewidth=1)
+                    lines.append(f"from {x}" + (f": {'; '.join(where)}" if others else ""))
+                if lines:
+                    ax.text(0.02, 0.02, "ASIC wins (only:ASIC fastest)\n" + "\n".join(lines), fontsize=5.5,
+                            transform=ax.transAxes, va="bottom", ha="left", color="dimgrey",
+                            bbox={"facecolor": "white", "edgecolor": "lightgrey", "alpha": 0.85})
                 ax.set_title(model)
             if numeric and all(r[axis] > 0 for r in mrows) and _spread(mrows, axis) >= 8:
                 ax.set_xscale("log", base=2)
