@@ -119,10 +119,16 @@ def run(config: SweepConfig | str | os.PathLike | Mapping[str, Any], out: str | 
             _run_local(cfg, todo, outp, workers, progress)
     rows = results.sort_rows(results.read_point_rows(outp), list(cfg.strategies), list(cfg.objectives))
     files = results.write_tables(outp, rows, row_columns(cfg))
-    if plots:
-        from dispatch.sweep.plot import plot
+    if plots and any(r.get("error") is None for r in rows):
+        import importlib.util
 
-        files += plot(outp)
+        if importlib.util.find_spec("matplotlib") is None:  # the rows are what matters; say so, go on
+            print("note: matplotlib is not installed, so no plots were drawn; pip install -e '.[sweep]' "
+                  f"and run python -m dispatch plot {outp}", file=sys.stderr)
+        else:
+            from dispatch.sweep.plot import plot
+
+            files += plot(outp)
     return SweepResult(outp, rows, len(todo), len(points) - len(todo), time.perf_counter() - t0, files)
 
 
