@@ -139,7 +139,7 @@ def test_matmul_integer_written_out():
 @pytest.mark.parametrize("x_dt", [np.uint8, np.int8])
 def test_conv_integer_bit_exact(x_dt):
     x, x_zp = _act((1, 3, 9, 8), x_dt)
-    w = RNG.integers(-128, 128, (5, 3, 2, 3)).astype(np.int8)  # the int32 path has no int16 pairs
+    w = _weights((5, 3, 2, 3))
     ins = [x, w, x_zp, np.array(3, np.int8)]
     attrs = {"pads": [1, 1, 0, 2], "strides": [1, 2]}
     ref = _ort("ConvInteger", ins, np.int32, attrs)
@@ -262,9 +262,10 @@ def test_long_reductions_chunk_exactly():
     got = QKERNELS["MatMulInteger"]([a, b, np.array(0, np.uint8), np.array(-128, np.int8)], {})[0]
     want = a.astype(np.int64) @ (b.astype(np.int64) + 128)
     np.testing.assert_array_equal(got, want.astype(np.int32))
-    # A conv over 600 input channels of 3x3 taps: chunks of (2^24 - 1) // (255 · 128 · 9) = 571 channels
+    # A conv over 600 input channels of 3x3 taps: chunks of (2^24 - 1) // (255 · 128 · 9) = 571 channels (the
+    # bound comes from the dtypes' ranges; the values are 7-bit, see the module docstring)
     x, _ = _act((1, 600, 5, 5), np.uint8)
-    w = RNG.integers(-128, 128, (2, 600, 3, 3)).astype(np.int8)
+    w = _weights((2, 600, 3, 3))
     ins = [x, w, np.array(0, np.uint8), np.array(0, np.int8)]
     np.testing.assert_array_equal(QKERNELS["ConvInteger"](ins, {"pads": [1, 1, 1, 1]})[0],
                                   _ort("ConvInteger", ins, np.int32, {"pads": [1, 1, 1, 1]}))
