@@ -168,16 +168,27 @@ class _Planner:
         return plan_problem(self.problem, strategy, **options)
 
 
-def _check_feeds(model: str, feeds: Mapping[str, Any]) -> None:
-    """Names, dtypes and shapes of --inputs against the model's declared inputs (symbolic dims: any size)."""
+def _check_feeds(model: str, feeds: Mapping[str, Any]) -> dict[str, Any]:
+    """Names, dtypes and shapes of --inputs against the model's declared inputs (symbolic dims: any size).
+
+    numpy.savez stores ml_dtypes arrays (bfloat16, float8) as raw void items ('V2', 'V1'): such an array is
+    read back as the input's declared dtype when the item sizes agree. Returns the feeds to run.
+    """
     from dispatch.frontend import load_model_proto
-    from dispatch.validate import check_feeds
+    from dispatch.validate import check_feeds, feed_specs
 
     proto, _ = load_model_proto(model)
+    out = dict(feeds)
+    for spec in feed_specs(proto):
+        x = out.get(spec.name)
+        if (spec.dtype is not None and getattr(x, "dtype", None) is not None and x.dtype.kind == "V"
+                and x.dtype.fields is None and x.dtype.itemsize == spec.dtype.itemsize):
+            out[spec.name] = x.view(spec.dtype)
     try:
-        check_feeds(proto, feeds)
+        check_feeds(proto, out)
     except DispatchError as e:
         raise DispatchError(f"--inputs: {e}") from None
+    return out
 
 
 def _check_writable(outputs: Mapping[str, str | None], inputs: Sequence[str | None] = ()) -> None:
@@ -239,7 +250,7 @@ def run(argv: Sequence[str]) -> int:
     if args.inputs:
         feeds = load_npz(args.inputs)
         with status(f"checking {args.inputs}"):
-            _check_feeds(args.model, feeds)
+            feeds = _check_feeds(args.model, feeds)
         for k, v in feeds.items():
             if v.ndim > 0 and shapes.setdefault(k, tuple(v.shape)) != tuple(v.shape):
                 raise DispatchError(f"--shape binds input '{k}' to {'x'.join(map(str, shapes[k]))}, but "

@@ -515,8 +515,13 @@ class OrtTarget(Target):
         return local_support(self.provider)
 
     def _widen(self, nodes: Sequence[Node]) -> set[str]:
-        """Low-precision float types ('fp16', 'bf16') the segment runs as float32 here; none by default."""
-        return set()
+        """Low-precision float types ('fp16', 'bf16') the segment runs as float32 here.
+
+        A segment touching bfloat16 always does: onnxruntime's Python binding exchanges no bfloat16 arrays
+        (feeds, outputs and shared initializers all fail), and bfloat16 values cross the boundary exactly
+        as float32 (every bfloat16 is a float32)."""
+        kinds = low_floats(nodes)
+        return kinds if "bf16" in kinds else set()
 
     # -- cost
     def precision_of(self, node: Node, op: OpCost | None = None) -> str:
@@ -673,6 +678,8 @@ class GpuTarget(OrtTarget):
     def _widen(self, nodes: Sequence[Node]) -> set[str]:
         """On the CPU provider: when a float16/bfloat16 node has no kernel here for its types (the planned
         GPU has), the whole segment runs as float32 (outputs cast back)."""
+        if super()._widen(nodes):
+            return super()._widen(nodes)
         if self.provider != "CPUExecutionProvider":
             return set()
         if any(low_floats([n]) and not self.local.has_kernel(n) for n in nodes):

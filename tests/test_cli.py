@@ -325,3 +325,22 @@ def test_newline_in_a_path_keeps_the_error_on_one_line(capsys: pytest.CaptureFix
                                                        tmp_path: Path) -> None:
     line = _bad(capsys, [str(tmp_path / "two\nlines.onnx")])  # _bad asserts exactly one stderr line
     assert "two\\nlines.onnx" in line
+
+
+def test_bfloat16_inputs_from_npz_are_read_as_bfloat16(capsys: pytest.CaptureFixture[str],
+                                                        tmp_path: Path) -> None:
+    # regression: numpy.savez stores ml_dtypes.bfloat16 as raw 'V2' items, which the feed check refused
+    import ml_dtypes
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Cast", ["x"], ["c"], to=TensorProto.FLOAT),
+                           helper.make_node("Relu", ["c"], ["y"])], "bf16",
+                          [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [2, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = tmp_path / "bf16.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    x = np.array([[-1.5, 0.5, 2.0], [3.0, -4.0, 0.25]], dtype=ml_dtypes.bfloat16)
+    np.savez(tmp_path / "in.npz", x=x)
+    assert main([str(model), "--repeat", "0", "--quiet", "--inputs", str(tmp_path / "in.npz"),
+                 "--outputs", str(tmp_path / "out.npz")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npz")["y"], np.maximum(x.astype(np.float32), 0))
