@@ -465,10 +465,11 @@ def torch_flop_counts(name: str, module: Any | None = None) -> dict[str, int]:
     module = torch_module(name) if module is None else module
     rnn = any(isinstance(m, torch.nn.RNNBase) for m in module.modules())
     counter = FlopCounterMode(display=False)
-    with warnings.catch_warnings(), torch.backends.mkldnn.flags(enabled=not rnn), \
-            sdpa_kernel(SDPBackend.MATH), torch.no_grad(), counter:
-        warnings.simplefilter("ignore")
-        module(*_args(name))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mkldnn.flags warns that its TF32 switch is deprecated
+        with torch.backends.mkldnn.flags(enabled=not rnn), sdpa_kernel(SDPBackend.MATH), torch.no_grad(), \
+                counter:
+            module(*_args(name))
     return {str(op): int(f) for op, f in counter.get_flop_counts().get("Global", {}).items()}
 
 

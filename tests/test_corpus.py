@@ -104,6 +104,27 @@ def test_nms_kernel_keeps_the_best_of_overlapping_boxes() -> None:
     assert _nms_kernel(boxes, scores, 0.95).tolist() == [1, 3, 0, 2]
 
 
+def test_flop_counter_counts_cpu_attention_and_lstm() -> None:
+    """FlopCounterMode counts 0 for aten._scaled_dot_product_flash_attention_for_cpu and for oneDNN's LSTM;
+    torch_flop_counts runs attention on the math backend and RNNs without oneDNN so both are counted."""
+    try:
+        require_libraries()
+    except DispatchError as exc:
+        pytest.skip(str(exc))
+    from models.corpus import torch_flop_counts
+
+    # lstm: 2 layers, T = 32, H = 128, I = 64: 32·4·128·(64 + 128) + 32·4·128·(128 + 128) = 3,145,728 +
+    # 4,194,304; gru: 2 directions, H = 96: 2·32·3·96·(64 + 96) = 2,949,120
+    assert sum(torch_flop_counts("lstm").values()) // 2 == 7_340_032
+    assert sum(torch_flop_counts("gru").values()) // 2 == 2_949_120
+    # tv_vit, s = 197, h = 192, MLP 768, 4 layers: QKV 3·s·h·h = 21,786,624, out 7,262,208, Q·Kᵀ and ·V
+    # 2·s·s·h = 14,902,656, MLP 2·s·h·768 = 58,097,664 → 102,049,152 per layer; patches 196·192·768 =
+    # 28,901,376; head 192·1000
+    counts = torch_flop_counts("tv_vit")
+    assert sum(counts.values()) // 2 == 4 * 102_049_152 + 28_901_376 + 192_000
+    assert counts["aten.bmm"] // 2 == 4 * 14_902_656  # the attention products, from the math backend
+
+
 # -- every architecture, every stage -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def targets() -> Iterator[dict[str, Any]]:
