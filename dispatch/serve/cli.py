@@ -119,6 +119,9 @@ def main_serve(argv: Sequence[str]) -> int:
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # accepted connections inherit it: a response's head and body, written separately, leave at once
+        # instead of the body waiting for the client's delayed ACK (40 ms per request without it)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((args.host, args.port))
         sock.listen(2048)  # connections queue from now on, before uvicorn takes the socket
     except (OSError, OverflowError) as e:
