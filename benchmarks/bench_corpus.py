@@ -43,6 +43,14 @@ NOTES = f"""## Reading the table
   FlopCounterMode has no formula for two CPU kernels, so the counter runs scaled_dot_product_attention on
   its math backend (two bmm) and RNN modules with oneDNN off (one addmm per weight matrix and step);
   without that it counts 0 for attention scores and LSTMs.
+- MACs, systematic differences found and their causes: the counter's two blind spots above (ViT-style
+  models were +16% against it, the LSTM 0 against 7.3 M); dispatch counted 0 for ONNX LSTM/GRU/RNN nodes
+  until `dispatch/analysis/recurrent.py` (now directions · seq · batch · gates·H · (I + H), equal to the
+  counter's addmm count); and a model whose shapes dispatch.load leaves unknown gets 0 MACs for those nodes
+  (Swin: folding the shifted-window padding needs more fold/infer rounds than the loader runs, so 49 of
+  its 77 MatMuls have unknown dimensions). Convolutions (grouped, depthwise), Gemm biases and GELU/
+  LayerNorm decompositions cause no difference: both sides count multiply-adds of Conv, MatMul and Gemm
+  only, biases excluded.
 - *plan*: `dispatch.partition.plan` on gpu=h100-sxm, asic=tpu-v4-like; ASIC-first is {_ASIC_FIRST}. The
   detail gives the segments and the nodes placed on the ASIC.
 - *vs torch*: the plan's outputs (Runtime.run) against torch's: |got − want| ≤ {ATOL_SCALE:g}·scale +
