@@ -224,6 +224,15 @@ def test_dynamic_batching_gathers_rows() -> None:
     assert total["dispatch_batch_size_count"] < rounds * clients  # and some ran together
 
 
+def test_bad_arguments_exit_2_with_one_line() -> None:
+    for args, words in ((["tiny_cnn", "--port", "70000"], "Cannot listen on 127.0.0.1:70000"),
+                        (["tiny_cnn", "--max-batch", "1"], "--max-batch 1 batches nothing"),
+                        (["tiny_cnn", "--threads", "gpu=x"], "Cannot read --threads item 'gpu=x'")):
+        r = subprocess.run([sys.executable, "-m", "dispatch", "serve", *args], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and words in r.stderr, r.stderr
+
+
 def test_sigterm_under_load_loses_nothing_and_exits_0() -> None:
     s = Server(CNN_ARGS)
     x = np.random.default_rng(2).standard_normal((8, 3, 32, 32), dtype=np.float32)
@@ -271,12 +280,15 @@ def test_sigterm_under_load_loses_nothing_and_exits_0() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ("resnet18", "bert"))
-def test_tritonclient_outputs_equal_dispatcher_run_zoo(model: str) -> None:
-    s = Server([model, "--threads", "2"], timeout_s=300)
+@pytest.mark.parametrize(("model", "objective"), (("resnet18", "energy"), ("bert", "latency")))
+def test_tritonclient_outputs_equal_dispatcher_run_zoo(model: str, objective: str) -> None:
+    # resnet18 for energy: gpu, asic, gpu segments (the convs after the stem on the ASIC); bert: one segment
+    s = Server([model, "--threads", "2", "--objective", objective], timeout_s=300)
     try:
         client = httpclient.InferenceServerClient(s.hostport, network_timeout=300, connection_timeout=300)
-        with Dispatcher(model, threads=2) as d:
+        with Dispatcher(model, threads=2, objective=objective) as d:
+            if model == "resnet18":
+                assert {seg.target for seg in d.plan.segments} == {"gpu", "asic"}
             feeds = d.example_feeds(seed=4)
             got = _triton_infer(client, model, feeds, binary=True)
             want = d.run(feeds)

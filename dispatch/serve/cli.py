@@ -125,8 +125,10 @@ def main_serve(argv: Sequence[str]) -> int:
         sock.bind((args.host, args.port))
         sock.listen(2048)  # connections queue from now on, before uvicorn takes the socket
     except (OSError, OverflowError) as e:
-        raise DispatchError(f"Cannot listen on {args.host}:{args.port} ({e.strerror or e}); choose another "
-                            "--host or --port.") from None
+        sock.close()
+        why = getattr(e, "strerror", None) or str(e).rstrip(".")
+        raise DispatchError(f"Cannot listen on {args.host}:{args.port} ({why}); choose another --host or "
+                            "--port.") from None
     model = _model(args)
     state = AppState({model.name: model}, int(args.max_body_mb * 2**20), args.max_batch,
                      args.batch_timeout_ms / 1e3)
