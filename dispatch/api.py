@@ -5,11 +5,11 @@
         report = d.report()
 
 Thread safety. Everything a run reads is immutable after it is built: the feed checker, the default entry
-(graph, plan, compiled runtime) and every cached entry. The only shared mutable object is the LRU cache of
-entries for other input shapes; a lock guards its lookups and updates, never a run. Feeds whose shapes match
-the default entry skip the lock altogether. An entry for a new shape signature is built outside the cache lock
-under a per-signature lock, so concurrent callers with the same new shapes build it once and callers with
-other shapes are not held up. A small lock also guards the plan-cache counters (`cache_stats`).
+(graph, plan, compiled runtime) and every cached entry. The shared mutable objects are the LRU cache of
+entries for other input shapes, the warmed entries and the plan-cache counters; one lock guards their lookups
+and updates (a counter increment, for feeds of the default shapes), never a run. An entry for a new shape
+signature is built outside that lock under a per-signature lock, so concurrent callers with the same new
+shapes build it once and callers with other shapes are not held up.
 
 Ahead of time. `warmup=[bindings, ...]` at construction, or `warmup([...])` later, plans and compiles the
 listed shapes before traffic; those entries are pinned (never evicted). A run with a shape signature not yet
