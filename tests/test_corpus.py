@@ -17,7 +17,7 @@ import pytest
 
 from dispatch.errors import DispatchError
 from models.__main__ import main
-from models.corpus import CORPUS, get_corpus_entry, list_corpus, require_libraries
+from models.corpus import CORPUS, build_corpus, get_corpus_entry, list_corpus, require_libraries
 from models.corpus_check import MAC_TOLERANCE, STAGES, asic_first, check, compare, degenerate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +102,30 @@ def test_nms_kernel_keeps_the_best_of_overlapping_boxes() -> None:
     # At 0.8: 1 kept, 3 kept (0.61), 0 dropped by 3 (0.9), 2 kept; at 0.95 nothing is dropped.
     assert _nms_kernel(boxes, scores, 0.8).tolist() == [1, 3, 2]
     assert _nms_kernel(boxes, scores, 0.95).tolist() == [1, 3, 0, 2]
+
+
+def test_export_is_cached_and_rebuilt_when_stale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        require_libraries()
+    except DispatchError as exc:
+        pytest.skip(str(exc))
+    import onnx
+
+    assert main(["corpus", "gru", "--out", str(tmp_path)]) == 0
+    path = tmp_path / "corpus" / "gru.onnx"
+    assert capsys.readouterr().out.strip() == str(path)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node].count("GRU") == 1
+    assert [i.name for i in model.graph.input] == ["input"]
+    inode = path.stat().st_ino
+    assert build_corpus("gru", out_dir=tmp_path) == path and path.stat().st_ino == inode  # reused
+    onnx.helper.set_model_props(model, {"dispatch.corpus.key": "stale"})
+    onnx.save(model, str(path))
+    build_corpus("gru", out_dir=tmp_path)
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert props["dispatch.corpus.key"] != "stale" and props["dispatch.corpus.name"] == "gru"
+    assert sorted(p.name for p in (tmp_path / "corpus").iterdir()) == ["gru.onnx"]  # no temporary files
 
 
 def test_flop_counter_counts_cpu_attention_and_lstm() -> None:
