@@ -119,6 +119,22 @@ def _tv(name: str, **kwargs: Any) -> Callable[[], Any]:
     return make
 
 
+def _lraspp() -> Any:
+    from torch import nn
+
+    model = _torchvision().models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)
+
+    class Segmentation(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: Any) -> Any:
+            return self.model(x)["out"]
+
+    return Segmentation()
+
+
 def _tv_vit() -> Any:
     from torchvision.models.vision_transformer import VisionTransformer
 
@@ -173,6 +189,26 @@ def _gpt2() -> Any:
     cfg = GPT2Config(n_embd=256, n_layer=4, n_head=4, n_positions=128, attn_implementation="eager",
                      use_cache=False)
     return _hf_outputs(GPT2Model(cfg), ("last_hidden_state",))
+
+
+def _whisper_encoder() -> Any:
+    from torch import nn
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    cfg = WhisperConfig(d_model=256, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=1024,
+                        num_mel_bins=80, max_source_positions=100, attn_implementation="eager")
+    encoder = WhisperEncoder(cfg)
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, features: Any) -> Any:
+            return self.encoder(features, return_dict=True).last_hidden_state
+
+    return Encoder()
 
 
 def _t5() -> Any:
@@ -289,6 +325,9 @@ CORPUS: dict[str, CorpusEntry] = {e.name: e for e in (
     CorpusEntry("shufflenet_v2", "torchvision", "ShuffleNetV2 x1.0, 1x3x224x224",
                 "channel shuffle (Reshape/Transpose), Split, depthwise convs",
                 _tv("shufflenet_v2_x1_0"), _IMG, ("output",)),
+    CorpusEntry("lraspp", "torchvision", "LR-ASPP segmentation on MobileNetV3-Large (21 classes), "
+                "1x3x224x224", "bilinear Resize (upsampling to the input size), global-pool gating branch, "
+                "dilated depthwise convs", _lraspp, _IMG, ("output",)),
     CorpusEntry("tv_vit", "torchvision", "torchvision VisionTransformer at ViT-Ti width (hidden 192, 3 "
                 "heads, MLP 768), 4 layers instead of 12, patch 16, 1x3x224x224",
                 "nn.MultiheadAttention, class-token pooling x[:, 0] (Gather with a scalar index) before Gemm",
@@ -324,6 +363,10 @@ CORPUS: dict[str, CorpusEntry] = {e.name: e for e in (
                 (InputSpec("input_ids", (1, _SEQ), "int64", 32128),
                  InputSpec("decoder_input_ids", (1, 16), "int64", 32128)),
                 ("last_hidden_state", "encoder_last_hidden_state")),
+    CorpusEntry("whisper_encoder", "transformers", "HF WhisperEncoder, 2 layers of d_model 256 (4 heads, FFN "
+                "1024) instead of 4 of 384 (tiny), 80 mel bins x 200 frames instead of 3000",
+                "Conv1d (stride 2) over audio frames, GELU, sinusoidal positions", _whisper_encoder,
+                (InputSpec("input_features", (1, 80, 200), "float32"),), ("last_hidden_state",)),
     CorpusEntry("lstm", "torch", f"nn.LSTM, 2 layers, input 64, hidden 128, sequence {_SEQ}",
                 "ONNX LSTM", _lstm, (InputSpec("input", (1, _SEQ, 64), "float32"),), ("output",)),
     CorpusEntry("gru", "torch", f"nn.GRU, bidirectional, input 64, hidden 96, sequence {_SEQ}",

@@ -29,7 +29,8 @@ def test_corpus_covers_what_the_issue_asks_for() -> None:
     assert {e.library for e in CORPUS.values()} == {"torchvision", "timm", "transformers", "torch"}
     text = " ".join(e.exercises + " " + e.description for e in CORPUS.values())
     for feature in ("HardSwish", "SiLU", "GELU", "depthwise", "grouped", "attention", "shifted windows",
-                    "BertModel", "GPT2Model", "T5Model", "LSTM", "GRU", "TopK", "NonMaxSuppression"):
+                    "BertModel", "GPT2Model", "T5Model", "LSTM", "GRU", "TopK", "NonMaxSuppression", "Resize",
+                    "Conv1d", "symbolic"):
         assert feature in text, feature
     for e in CORPUS.values():
         assert e.inputs and e.output_names and e.description and e.exercises
