@@ -166,6 +166,31 @@ def targets() -> Iterator[dict[str, Any]]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["optimal", "only:asic"])
+def test_symbolic_export_through_the_dispatcher_at_other_shapes(targets: dict, strategy: str) -> None:
+    """bert_dynamic (symbolic batch and sequence) planned once, then run at shapes it was not exported at:
+    each new shape gets its own plan, and every output matches torch's on the same token ids."""
+    import torch
+
+    from dispatch import Dispatcher
+    from models.corpus import torch_module
+
+    module = torch_module("bert_dynamic")
+    path = build_corpus("bert_dynamic", module=module)
+    rng = np.random.default_rng(5)
+    with Dispatcher(path, targets=targets, strategy=strategy) as d:
+        for shape in ((2, 24), (1, 7), (3, 40)):
+            ids = rng.integers(0, 30522, size=shape)
+            with torch.no_grad():
+                want = [t.numpy() for t in module(torch.from_numpy(ids))]
+            names = ("last_hidden_state", "pooler_output")
+            ok, _, detail = compare(d.run({"input_ids": ids}), dict(zip(names, want, strict=True)))
+            assert ok, f"{shape}: {detail}"
+        # the default plan (symbols bound to 1) and one per shape
+        assert d.cached_signatures == [((1, 1),), ((2, 24),), ((1, 7),), ((3, 40),)]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CORPUS))
 def test_corpus_model_every_stage(name: str, targets: dict) -> None:
     result = check(name, targets)
