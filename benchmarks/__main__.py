@@ -10,8 +10,7 @@ always has. `--quick` runs a smaller case of each (arguments below, about ten mi
 development machine) and writes everything under benchmarks/results/quick/ instead, so that the curated full
 results are never replaced by smoke-test numbers.
 
-Not here: a fidelity benchmark (predicted against measured per target) does not exist yet; the SCALE-Sim
-goldens are regenerated only when SCALE-Sim's own environment is present (SCALESIM_PYTHON, or
+The SCALE-Sim goldens are regenerated only when SCALE-Sim's own environment is present (SCALESIM_PYTHON, or
 /work/scalesim-venv/bin/python; see benchmarks/scalesim_goldens.py), and the agreement of our cycle counts
 with the stored goldens is checked by running their tests.
 """
@@ -68,6 +67,20 @@ BENCHES = (
     Bench("corpus", "third-party architectures through every stage",
           (_b("bench_corpus.py"), "--write"), (_b("bench_corpus.py"), "mobilenet_v3_small", "shufflenet_v2"),
           "corpus.md"),
+    Bench("support", "per-node support check over synthetic graphs",
+          (_b("bench_support.py"), "--write"), (_b("bench_support.py"), "--sizes", "10000"), "support.md"),
+    Bench("fidelity", "predicted against published ResNet-50 and BERT-base latency on A100 and H100",
+          (_b("bench_fidelity.py"),), (_b("bench_fidelity.py"), "--out", "{quick}/fidelity.md"),
+          "fidelity.md"),
+    Bench("pipeline", "pipelined execution against one run at a time, two-target plan",
+          (_b("bench_pipeline.py"), "--write"),
+          (_b("bench_pipeline.py"), "--requests", "50", "--rounds", "1"),
+          "pipeline.md"),
+    Bench("serve", "python -m dispatch serve under closed-loop clients against plain onnxruntime",
+          (_b("bench_serve.py"), "--write"),
+          (_b("bench_serve.py"), "--clients", "1,4", "--requests", "500", "--duration", "15",
+           "--slices", "2"),
+          "serve.md"),
     Bench("sweep", "design-space sweep: plain plan() loop against the sweep, local workers and Ray",
           (_b("bench_sweep.py"), "--write"), (_b("bench_sweep.py"), "--quick"), "sweep.md"),
     Bench("scalesim", "our systolic cycle counts against the stored SCALE-Sim v3 goldens",
@@ -169,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sim, "benchmarks/scalesim_goldens.py"], cwd=ROOT, timeout=1800, check=False)
     lines = [f"# Benchmarks{' (--quick)' if args.quick else ''}", "",
              f"`python -m benchmarks{' --quick' if args.quick else ''}`; each row is one process, run one "
-             "after another on this machine (load averages in each JSON file). Not run: a fidelity benchmark "
-             "(none exists yet)" + ("" if sim else "; SCALE-Sim itself (its environment is not installed "
-                                               "here: the stored goldens are compared instead)") + ".", "",
+             "after another on this machine (load averages in each JSON file)."
+             + ("" if sim else " Not run: SCALE-Sim itself (its environment is not installed here: the "
+                "stored goldens are compared instead)."), "",
              "| benchmark | what | status | seconds | result |", "|---|---|---|---:|---|"]
     for r in records:
         status = "ok" if r["returncode"] == 0 else f"exit {r['returncode']}"
