@@ -52,9 +52,18 @@ def one_round(args: argparse.Namespace, threads: dict[str, int], pipelined: bool
             futures = [d.submit(f) for f in feeds]  # submit waits while 8 are in flight
             outs = [f.result() for f in futures]
             busy = d.pipeline.busy_seconds()
-        else:
-            outs = [d.run(f) for f in feeds]
-            busy = {}
+        else:  # Dispatcher.run's steps one by one (the same calls Runtime.run makes), timed per target
+            rt, clock = d._default.runtime, time.perf_counter
+            busy = dict.fromkeys(rt.step_targets, 0.0)
+            outs = []
+            for f in feeds:
+                d._checker.check(f)  # as Dispatcher.run does
+                env = rt.begin(f)
+                for i, target in enumerate(rt.step_targets):
+                    t1 = clock()
+                    rt.run_step(i, env)
+                    busy[target] += clock() - t1
+                outs.append(rt.finish(env))
         return time.perf_counter() - t0, outs, busy
 
 
@@ -75,12 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     rates: dict[str, list[float]] = {k: [] for k in CONFIGS}
     bounds: list[float] = []
+    busy_per_request: dict[str, dict[str, list[float]]] = {k: {} for k in CONFIGS}
     identical = True
     for r in range(args.rounds):
         reference = None
         for name, (threads, pipelined) in CONFIGS.items():
             seconds, outs, busy = one_round(args, threads, pipelined, feeds)
             rates[name].append(args.requests / seconds)
+            for t, v in busy.items():
+                busy_per_request[name].setdefault(t, []).append(v / args.requests)
             if name == "serial, 1+1 threads":
                 reference = outs
             if pipelined:
@@ -113,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{statistics.median(bounds):.2f}x. Pipelined outputs bit-identical to serial: "
         f"{'yes' if identical else 'NO'}.",
     ]
+    used = sorted(set(segments))
+    lines += ["", "Busy time per request and target (median over rounds; a step is the transfers before a "
+              "segment and the segment):", "", "| how | " + " | ".join(used) + " |",
+              "|---|" + "---|" * len(used)]
+    for k, per in busy_per_request.items():
+        cells = [f"{statistics.median(per[t]) * 1e3:.2f} ms" for t in used]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
