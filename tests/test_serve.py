@@ -192,7 +192,7 @@ def test_metrics_parse(cnn_server: Server) -> None:
 
 
 def test_dynamic_batching_gathers_rows() -> None:
-    s = Server([*CNN_ARGS, "--max-batch", "4", "--batch-timeout-ms", "50"])
+    s = Server([*CNN_ARGS, "--max-batch", "4", "--batch-timeout-ms", "50", "--on-new-shape", "refuse"])
     rounds, clients = 3, 4
     rng = np.random.default_rng(11)
     xs = rng.standard_normal((rounds, clients, 1, 3, 32, 32), dtype=np.float32)
@@ -211,6 +211,9 @@ def test_dynamic_batching_gathers_rows() -> None:
             t.start()
         for t in threads:
             t.join(60)
+        # batch sizes 1..4 were planned at startup; 5 rows run alone, unplanned, and are refused
+        code, err = _http("POST", s.url + "/v2/models/tiny_cnn/infer", _infer_body(shape=[5, 3, 32, 32]))
+        assert code == 400 and "No plan for input shapes [5x3x32x32]" in json.loads(err)["error"]
         raw = _http("GET", s.url + "/metrics")[1].decode()
     finally:
         assert s.stop()[0] == 0
@@ -220,7 +223,7 @@ def test_dynamic_batching_gathers_rows() -> None:
             np.testing.assert_allclose(y, d.run({"input": xs[r, k]})["output"], rtol=1e-5, atol=1e-5)
     fam = {f.name: f for f in text_string_to_metric_families(raw)}["dispatch_batch_size"]
     total = {smp.name: smp.value for smp in fam.samples}
-    assert total["dispatch_batch_size_sum"] == rounds * clients  # every row ran once
+    assert total["dispatch_batch_size_sum"] == rounds * clients + 5  # every row ran once (5: the refused run)
     assert total["dispatch_batch_size_count"] < rounds * clients  # and some ran together
 
 

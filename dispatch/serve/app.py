@@ -117,7 +117,7 @@ class OrtModel:
                              for o in self.session.get_outputs())
         self._names = [o.name for o in self.session.get_outputs()]
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ort-baseline")
-        self._busy, self._runs = 0.0, 0
+        self._busy, self._runs, self._submitted = 0.0, 0, 0
 
     def planned(self, feeds: Mapping[str, np.ndarray]) -> bool:
         return True
@@ -131,11 +131,13 @@ class OrtModel:
             self._runs += 1
 
     def submit(self, feeds: Mapping[str, np.ndarray]) -> Future:
+        self._submitted += 1  # on the event loop only
         return self._pool.submit(self._run, feeds)
 
     def stats(self) -> dict[str, Any]:
-        return {"busy_s": {"cpu": self._busy}, "steps": {"cpu": self._runs},
-                "queues": {"cpu": self._pool._work_queue.qsize()}, "cache": None}
+        waiting = max(0, self._submitted - self._runs - 1)  # less the one running (roughly, between runs)
+        return {"busy_s": {"cpu": self._busy}, "steps": {"cpu": self._runs}, "queues": {"cpu": waiting},
+                "cache": None}
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

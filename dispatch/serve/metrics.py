@@ -76,8 +76,8 @@ class Metrics:
                                  registry=r)
         self.in_flight = Gauge("dispatch_requests_in_flight", "Inference requests being answered.", ["model"],
                                registry=r)
-        self.batch = Histogram("dispatch_batch_size", "Rows per run (dynamic batching).", ["model"],
-                               buckets=BATCH_BUCKETS, registry=r)
+        self.batch = Histogram("dispatch_batch_size", "Rows per run submitted (dynamic batching gathers "
+                               "them).", ["model"], buckets=BATCH_BUCKETS, registry=r)
         r.register(_ModelCollector(models))
 
     def render(self) -> tuple[bytes, str]:
