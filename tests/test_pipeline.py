@@ -84,8 +84,9 @@ def test_warmup_refuse_and_build_times() -> None:
             x = np.ones((b, 3, 32, 32), np.float32)
             assert d.run({"input": x})["output"].shape == (b, 10)
         assert d.cache_stats == {"hits": 4, "builds": 3, "refused": 0}
-        with pytest.raises(DispatchError, match=r"No plan for input shapes \[2x3x32x32\].*refuses new shapes.*"
-                                                r"\[1x3x32x32\], \[4x3x32x32\], \[8x3x32x32\]"):
+        refused = (r"No plan for input shapes \[2x3x32x32\].*refuses new shapes.*"
+                   r"\[1x3x32x32\], \[4x3x32x32\], \[8x3x32x32\]")
+        with pytest.raises(DispatchError, match=refused):
             d.run({"input": np.ones((2, 3, 32, 32), np.float32)})
         assert d.cache_stats["refused"] == 1
         assert d.warmup([{"batch": 2}])[((2, 3, 32, 32),)] > 0  # now it is planned, and runs
