@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from dispatch.budget import resolve_budget
 from dispatch.errors import DispatchError
 from dispatch.frontend import load, load_model_proto
 from dispatch.ir import Graph
@@ -108,6 +109,9 @@ class Dispatcher:
         kernels are its only user here). None (default): onnxruntime's and the BLAS's own defaults.
     max_in_flight: runs `submit` admits at once (the pipeline's bound).
     rtol, atol: tolerances of validate().
+    max_memory: the memory budget in bytes or as a size like '4G' (default: half of the available memory);
+        a model, binding or feed whose tensors would exceed it is refused before allocating them
+        (dispatch/budget.py).
     planner: replaces dispatch.partition.plan (same signature).
     """
 
@@ -118,7 +122,8 @@ class Dispatcher:
                  rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL,
                  plan_options: Mapping[str, Any] | None = None, planner: Planner | None = None,
                  warmup: Sequence[Bindings] | None = None, on_new_shape: str = "build",
-                 threads: int | Mapping[str, int] | None = None, max_in_flight: int = 8) -> None:
+                 threads: int | Mapping[str, int] | None = None, max_in_flight: int = 8,
+                 max_memory: int | str | None = None) -> None:
         if not isinstance(plan_cache_size, int) or plan_cache_size < 1:
             raise DispatchError(f"plan_cache_size must be a positive integer, not {plan_cache_size!r}.")
         if on_new_shape not in ON_NEW_SHAPE:
@@ -127,6 +132,7 @@ class Dispatcher:
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise DispatchError(f"max_in_flight must be a positive integer, not {max_in_flight!r}.")
         self.on_new_shape = on_new_shape
+        self._budget = resolve_budget(max_memory)
         self.max_in_flight = max_in_flight
         for label, tol in (("rtol", rtol), ("atol", atol)):
             if isinstance(tol, bool) or not isinstance(tol, int | float) or not np.isfinite(tol) or tol < 0:
@@ -235,7 +241,7 @@ class Dispatcher:
 
     def _load(self, shapes: Mapping[str, Sequence[int] | int] | None) -> Graph:
         assert self._proto is not None  # kept whenever an input has a symbolic dimension
-        graph = load(self._proto, shapes)
+        graph = load(self._proto, shapes, max_memory=self._budget)
         graph.name, graph.path = self._name, self._path
         return graph
 
@@ -299,7 +305,8 @@ class Dispatcher:
 
     def _binding_signature(self, bindings: Bindings) -> tuple[Signature, Graph]:
         if self._proto is None:  # every input is fixed: the default plan is the only one
-            load(self._default.graph.model, bindings)  # still reject bindings that do not fit
+            # still reject bindings that do not fit
+            load(self._default.graph.model, bindings, max_memory=self._budget)
             return self._default_sig, self._default.graph
         graph = self._load(bindings)
         return self._signature_of(graph), graph
@@ -408,7 +415,7 @@ class Dispatcher:
 
     def example_feeds(self, seed: int = 0) -> dict[str, np.ndarray]:
         """Random feeds for the default shapes (see dispatch.validate.generate_feeds)."""
-        return generate_feeds(self.graph, seed)
+        return generate_feeds(self.graph, seed, max_memory=self._budget)
 
     def validate(self, feeds: Mapping[str, np.ndarray] | None = None) -> ValidationResult:
         """Run, and compare with onnxruntime (CPU) running the whole model on the same feeds."""

@@ -12,6 +12,7 @@ writes every requested file, then exits 1 (the run gave wrong numbers: an intern
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -60,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--inputs", metavar="PATH.npz", help="feeds by input name (default: generated, seed 0)")
     g.add_argument("--outputs", metavar="PATH.npz", help="save the outputs by name")
     g.add_argument("--no-run", action="store_true", help="plan only: execute nothing")
+    g.add_argument("--max-memory", metavar="SIZE",
+                   help="refuse any tensor (input, weight, intermediate, --inputs member) larger than SIZE, "
+                        "e.g. 4G or 512M, before allocating it (default: half of the available memory)")
     g.add_argument("--repeat", type=int, default=3, metavar="N",
                    help="timed runs for the medians, after one warm-up (default 3; 0: run once, no timing)")
     g = p.add_argument_group("output")
@@ -99,17 +103,53 @@ def status(label: str) -> Iterator[None]:
         err.print(f"{label}: {dt:.1f} s", style="dim", highlight=False, markup=False)
 
 
-def load_npz(path: str) -> dict[str, Any]:
-    """Arrays by name from an .npz file (no pickles); DispatchError on a missing or unreadable file."""
+def _check_npz_members(path: Path, budget: int, names: Sequence[str] | None) -> None:
+    """Each member's .npy header (name, dtype, shape) read from the zip, its name checked against the model's
+    inputs (`names`, when given) and its declared size against the budget, before any member is inflated (a
+    2 MB file can declare gigabytes of zeros)."""
     import zipfile
 
     import numpy as np
+
+    from dispatch.budget import check_bytes
+
+    if not zipfile.is_zipfile(path):
+        return  # np.load says what it is
+    total = 0
+    with zipfile.ZipFile(path) as zf:
+        members = {(i.filename[:-4] if i.filename.endswith(".npy") else i.filename): i for i in zf.infolist()}
+        if names is not None and set(members) != set(names):
+            _names_error(names, members)
+        for name, info in members.items():
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+            fix = "save smaller arrays"
+            check_bytes(f"--inputs member '{name}' of {str(path)!r}", dtype, shape, budget, fix)
+            total += math.prod(shape) * dtype.itemsize
+            check_bytes(f"--inputs {str(path)!r} up to member '{name}'", np.dtype(np.uint8), (total,), budget,
+                        fix)
+
+
+def load_npz(path: str, max_memory: int | str | None = None,
+             names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Arrays by name from an .npz file (no pickles); DispatchError on a missing or unreadable file, or one
+    whose members declare more than the memory budget (`max_memory`, dispatch.budget) or are named otherwise
+    than `names` (the model's inputs, when given): both checked from the headers, before inflating."""
+    import zipfile
+
+    import numpy as np
+
+    from dispatch.budget import resolve_budget
 
     p = Path(path)
     if not p.is_file():
         raise DispatchError(f"Inputs file '{path}' does not exist; give an .npz written by numpy.savez with "
                             "one array per model input.")
     try:
+        _check_npz_members(p, resolve_budget(max_memory), names)
         z = np.load(p, allow_pickle=False)
         if not isinstance(z, np.lib.npyio.NpzFile):  # an .npy: a single array, opened and read already
             raise DispatchError(f"'{path}' holds a single array, not an .npz archive; save the inputs "
@@ -191,6 +231,25 @@ def _check_feeds(model: str, feeds: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _input_names(model: str) -> list[str]:
+    """The model's fed inputs, by name."""
+    from dispatch.frontend import load_model_proto
+    from dispatch.validate import feed_specs
+
+    return [s.name for s in feed_specs(load_model_proto(model)[0])]
+
+
+def _names_error(names: Sequence[str], members: Mapping[str, Any]) -> None:
+    """The sentence check_feeds gives for a missing or an unexpected input, said before any array is read."""
+    missing = [n for n in names if n not in members]
+    if missing:
+        raise DispatchError(f"--inputs: Input '{missing[0]}' is missing from the feeds; add an array under "
+                            f"that name (the model's inputs are {list(names)}).")
+    extra = next(k for k in members if k not in names)
+    raise DispatchError(f"--inputs: Feed '{extra}' is not an input of the model; remove it (the model's "
+                        f"inputs are {list(names)}).")
+
+
 def _check_writable(outputs: Mapping[str, str | None], inputs: Sequence[str | None] = ()) -> None:
     """Fail before any work when an output file's folder does not exist, or when an output would overwrite
     a file this run reads (the model, --inputs, --load-plan, a spec file) or another output."""
@@ -239,6 +298,7 @@ def run(argv: Sequence[str]) -> int:
                      "--annotate": args.annotate, "--save-plan": args.save_plan, "--outputs": args.outputs},
                     [args.model, args.inputs, args.load_plan, *_spec_paths(args.targets)])
     from dispatch.api import Dispatcher
+    from dispatch.budget import resolve_budget
     from dispatch.frontend import parse_shapes
     from dispatch.partition import resolve_strategy
     from targets.base import DEFAULT_TARGETS, parse_targets
@@ -246,9 +306,10 @@ def run(argv: Sequence[str]) -> int:
     # a bad name fails before any model is loaded, with --load-plan too (argparse's choices check --objective)
     resolve_strategy(args.strategy)
     shapes: dict[str, Any] = dict(parse_shapes(args.shape))
+    budget = resolve_budget(args.max_memory)
     feeds = None
     if args.inputs:
-        feeds = load_npz(args.inputs)
+        feeds = load_npz(args.inputs, budget, _input_names(args.model))
         with status(f"checking {args.inputs}"):
             feeds = _check_feeds(args.model, feeds)
         for k, v in feeds.items():
@@ -263,7 +324,7 @@ def run(argv: Sequence[str]) -> int:
     try:
         with status(f"loading and planning {args.model}"):
             d = Dispatcher(args.model, targets, strategy=args.strategy, objective=args.objective,
-                           shapes=shapes or None, planner=planner)
+                           shapes=shapes or None, planner=planner, max_memory=budget)
         with d:
             return _finish(args, ops, d, planner.problem, feeds, console)
     finally:

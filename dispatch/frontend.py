@@ -14,6 +14,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
+from dispatch.budget import MAX_DIM, check_declared, check_inferred, generated_elements, resolve_budget
 from dispatch.errors import DispatchError
 from dispatch.ir import Graph, gc_paused, outer_scope_reads
 from dispatch.opset import KNOWN_DOMAINS, MAX_OPSET, MIN_OPSET, check_opset
@@ -29,6 +30,8 @@ _NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformL
 # A folded constant larger than this (64 MiB of fp32) that is also larger than every input it is computed from
 # (ConstantOfShape, Expand, Tile, Range ...) is left as a node: materialising it would only bloat the model.
 _FOLD_MAX_ELEMENTS = 1 << 24
+# Operators whose output size is an operand's value: folded only when that size is known before evaluating.
+_SIZED_BY_OPERAND = {"ConstantOfShape", "Expand", "Tile", "Range"}
 # Initializers larger than this go to onnx.checker and shape inference as typed inputs without their data:
 # serialising the weights is what makes those calls slow, and impossible past protobuf's 2 GiB limit.
 _LIGHT_MAX_ELEMENTS = 1024
@@ -175,7 +178,7 @@ def parse_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
             shape = tuple(int(d) for d in dims.lower().split("x")) if sep and name else ()
         except ValueError:
             shape = ()
-        if not shape or any(d <= 0 for d in shape):
+        if not shape or any(d <= 0 or d > MAX_DIM for d in shape):
             raise DispatchError(f"Cannot read the shape binding '{item}'; write NAME=1x3x224x224 for an "
                                 "input or SYMBOL=8 for a symbolic dimension, with positive integers.")
         if out.get(name, shape) != shape:
@@ -189,7 +192,8 @@ def _dims_of(key: str, val: object) -> tuple[int, ...]:
     """A binding's sizes as positive ints: one int (a symbol) or a sequence of ints (an input's shape)."""
     items = (val,) if isinstance(val, numbers.Integral) or not isinstance(val, Sequence) else tuple(val)
     if isinstance(val, str) or not items or not all(
-            isinstance(d, numbers.Integral) and not isinstance(d, bool) and int(d) > 0 for d in items):
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) and 0 < int(d) <= MAX_DIM
+            for d in items):
         raise DispatchError(f"The shape binding for '{key}' is {val!r}, but sizes must be positive integers; "
                             "write NAME=1x3x224x224 for an input or SYMBOL=8 for a symbolic dimension.")
     return tuple(int(d) for d in items)
@@ -283,6 +287,17 @@ def _check(light: onnx.ModelProto) -> None:
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0]
         raise DispatchError(f"The model fails onnx.checker ({first}); fix or re-export the model.") from None
+
+
+def _check_inferred_sizes(light: onnx.ModelProto, budget: int) -> None:
+    """Shape inference without data propagation (which materialises values; see dispatch/budget.py), then
+    every tensor of static shape checked against the budget."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False,
+                                                     data_prop=False)
+    except (onnx.shape_inference.InferenceError, RuntimeError):
+        return  # the inference with data propagation reports it
+    check_inferred(inferred.graph, budget)
 
 
 def _infer(model: onnx.ModelProto, light: onnx.ModelProto | None = None) -> None:
@@ -422,6 +437,14 @@ def _fold_constants(model: onnx.ModelProto, opset: int) -> bool:
                 max(_FOLD_MAX_ELEMENTS, max((sizes[n] for n in ins if n), default=0))
             out_dims = [_static_dims(info.get(o)) for o in node.output if o]
             out_sizes = [math.prod(d) if d is not None else 0 for d in out_dims]
+            if out_dims[:1] == [None] and node.op_type in _SIZED_BY_OPERAND:  # its size: from its operands
+                known = [shape_values.get(n) if n in shape_values else
+                         numpy_helper.to_array(inits[n]) if n in inits and sizes[n] <= 64 else None
+                         for n in ins]
+                first = _static_dims(info.get(ins[0])) if ins else None
+                out_sizes[0] = generated_elements(node.op_type, known, first)
+                if out_sizes[0] is None:  # not known before evaluating it: left as a node
+                    continue
             if any(s > biggest for s in out_sizes):
                 continue
             candidates.append(idx)
@@ -486,20 +509,23 @@ class _Stopwatch:
 
 def load(source: str | os.PathLike | onnx.ModelProto,
          shapes: Mapping[str, Sequence[int] | int] | None = None, *,
-         timings: dict[str, float] | None = None) -> Graph:
+         timings: dict[str, float] | None = None, max_memory: int | str | None = None) -> Graph:
     """Load, check, bind symbolic dimensions, infer shapes and fold constants; return the Graph.
 
     `timings`, when given, receives the seconds spent per stage: read (parse the file, external data),
     sort (opset and domain checks, topological sort, shape bindings), check (onnx.checker on the model
     without its large weights), infer (onnx shape inference), fold (constant folding), graph (the IR).
-    A ModelProto passed in is not modified.
+    A ModelProto passed in is not modified. `max_memory` (bytes or a size like '4G'; default half of the
+    available memory) bounds every tensor: one that would exceed it is refused before it is allocated
+    (dispatch/budget.py).
     """
+    budget = resolve_budget(max_memory)
     with gc_paused():
-        return _load(source, shapes, _Stopwatch(timings))
+        return _load(source, shapes, _Stopwatch(timings), budget)
 
 
 def _load(source: str | os.PathLike | onnx.ModelProto, shapes: Mapping[str, Sequence[int] | int] | None,
-          clock: _Stopwatch) -> Graph:
+          clock: _Stopwatch, budget: int) -> Graph:
     proto, path = load_model_proto(source)
     if isinstance(source, onnx.ModelProto):
         model = onnx.ModelProto()
@@ -514,10 +540,12 @@ def _load(source: str | os.PathLike | onnx.ModelProto, shapes: Mapping[str, Sequ
     g = model.graph
     _sort_nodes(g)
     notes += _bind_dims(g, shapes or {})
+    check_declared(model, budget)
     clock("sort")
     light = _light_copy(model)
     _check(light)
     clock("check")
+    _check_inferred_sizes(light, budget)
     _infer(model, light)
     clock("infer")
     for _ in range(4):
@@ -527,6 +555,7 @@ def _load(source: str | os.PathLike | onnx.ModelProto, shapes: Mapping[str, Sequ
             break
         _infer(model)
         clock("infer")
+    check_inferred(model.graph, budget)
     name = Path(path).stem if path else (model.graph.name or "model")
     graph = Graph(model, name=name, path=path, opset=opset, notes=notes)
     clock("graph")

@@ -232,21 +232,27 @@ def _index_bound(graph: Graph, name: str, depth: int = 0) -> int | None:
     return min(bounds) if bounds else None
 
 
-def generate_feeds(graph: Graph, seed: int = 0, *, int_high: int = 2) -> dict[str, np.ndarray]:
-    """Random feeds for every input of `graph` (unknown dims taken as 1), each an ndarray of the input's
-    dtype and rank (rank 0 included: a 0-d array, never a NumPy scalar, which onnxruntime refuses).
+def generate_feeds(graph: Graph, seed: int = 0, *, int_high: int = 2,
+                   max_memory: int | str | None = None) -> dict[str, np.ndarray]:
+    """Random feeds for every input of `graph` (unknown dims taken as 1, declared zero-size dims kept), each
+    an ndarray of the input's dtype and rank (rank 0 included: a 0-d array, never a NumPy scalar, which
+    onnxruntime refuses). A feed larger than `max_memory` (dispatch.budget) is refused before it is made.
 
     Floats (float16/32/64, and bfloat16 or float8 through ml_dtypes): standard normal, cast. Integers used as
     Gather indices (embedding ids): uniform in [0, table size); other integers: uniform in [0, int_high)
     (0/1 suits masks and segment ids), within the dtype's range. Bools: fair coin.
     """
+    from dispatch.budget import check_bytes, resolve_budget
+
+    budget = resolve_budget(max_memory)
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for v in graph.inputs:
         if v.dtype is None:
             raise DispatchError(f"Input '{v.name}' has no declared dtype, so no feed can be generated; "
                                 "pass the inputs with --inputs PATH.npz.")
-        shape = tuple(max(d, 1) for d in v.shape) if v.shape is not None else ()
+        shape = tuple(d if d >= 0 else 1 for d in v.shape) if v.shape is not None else ()
+        check_bytes(f"The generated feed for input '{v.name}'", v.dtype, shape, budget)
         if v.dtype == np.bool_:
             x = rng.random(shape) < 0.5
         elif np.issubdtype(v.dtype, np.integer):
