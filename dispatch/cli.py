@@ -232,11 +232,16 @@ def _check_feeds(model: str, feeds: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _input_names(model: str) -> list[str]:
-    """The model's fed inputs, by name."""
+    """The model's fed inputs, by name; DispatchError for an input an .npz cannot hold (a sequence, ...)."""
     from dispatch.frontend import load_model_proto
-    from dispatch.validate import feed_specs
+    from dispatch.validate import container_advice, feed_specs
 
-    return [s.name for s in feed_specs(load_model_proto(model)[0])]
+    specs = feed_specs(load_model_proto(model)[0])
+    for spec in specs:
+        advice = container_advice(spec)
+        if advice is not None:
+            raise DispatchError(advice)
+    return [s.name for s in specs]
 
 
 def _names_error(names: Sequence[str], members: Mapping[str, Any]) -> None:

@@ -14,6 +14,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
+from dispatch.attributes import check_attributes
 from dispatch.budget import MAX_DIM, check_declared, check_inferred, generated_elements, resolve_budget
 from dispatch.errors import DispatchError
 from dispatch.ir import Graph, gc_paused, outer_scope_reads
@@ -157,6 +158,33 @@ def _sort_nodes(graph: onnx.GraphProto) -> None:
             c.CopyFrom(nodes[i])
         del graph.node[:]
         graph.node.extend(copies)
+
+
+def _densify_sparse(graph: onnx.GraphProto, budget: int) -> None:
+    """Sparse initializers become dense ones (onnxruntime densifies them too), so that every node reading
+    one finds its value; each is checked against the memory budget before it is expanded."""
+    from dispatch.budget import check_bytes
+
+    if not len(graph.sparse_initializer):
+        return
+    dense = []
+    for sp in graph.sparse_initializer:
+        name, dims = sp.values.name, tuple(sp.dims)
+        values = numpy_helper.to_array(sp.values).reshape(-1)
+        indices = numpy_helper.to_array(sp.indices).astype(np.int64)
+        check_bytes(f"Sparse initializer '{name}'", values.dtype, dims, budget, "densify it smaller")
+        size = math.prod(dims)
+        flat = indices.reshape(-1)
+        if indices.ndim == 2 and indices.size:  # (NNZ, rank) coordinates rather than linear indices
+            flat = np.ravel_multi_index(tuple(indices.T), dims, mode="raise")
+        if flat.shape != values.shape or (flat.size and (flat.min() < 0 or flat.max() >= size)):
+            raise DispatchError(f"Sparse initializer '{name}' has {values.size} values but indices that do "
+                                f"not fit them or its shape {list(dims)}; re-export the model.")
+        out = np.zeros(size, dtype=values.dtype)
+        out[flat] = values
+        dense.append(numpy_helper.from_array(out.reshape(dims), name))
+    del graph.sparse_initializer[:]
+    graph.initializer.extend(dense)
 
 
 def _drop_initializer_inputs(graph: onnx.GraphProto) -> None:
@@ -533,6 +561,11 @@ def _load(source: str | os.PathLike | onnx.ModelProto, shapes: Mapping[str, Sequ
     else:
         model = proto  # freshly read: ours to change
     clock("read")
+    try:
+        _densify_sparse(model.graph, budget)
+    except ValueError as e:  # ravel_multi_index: a coordinate outside the shape
+        raise DispatchError(f"A sparse initializer has an index outside its shape ({e}); re-export the "
+                            "model.") from None
     _drop_initializer_inputs(model.graph)
     if model.ir_version < 4:
         model.ir_version = 4  # initializers are no longer inputs, as IR 4 allows
@@ -547,6 +580,7 @@ def _load(source: str | os.PathLike | onnx.ModelProto, shapes: Mapping[str, Sequ
     clock("check")
     _check_inferred_sizes(light, budget)
     _infer(model, light)
+    check_attributes(model.graph)
     clock("infer")
     for _ in range(4):
         reinfer = _fold_constants(model, opset)

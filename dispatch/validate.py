@@ -232,6 +232,23 @@ def _index_bound(graph: Graph, name: str, depth: int = 0) -> int | None:
     return min(bounds) if bounds else None
 
 
+def container_advice(spec: FeedSpec) -> str | None:
+    """The sentence for an input that neither a generated feed nor an .npz can give (a sequence, a map, an
+    optional), saying what can be done; None for a plain tensor."""
+    if spec.kind == "tensor" and not spec.optional:
+        return None
+    dt = spec.dtype.name if spec.dtype is not None else "tensor"
+    what, example = {"sequence": (f"sequence of {dt} arrays", "[np.array(...), ...]"),
+                     "tensor": (f"optional {dt} tensor", "None or np.array(...)")}.get(
+        spec.kind, ("map or other non-tensor value", "the value onnxruntime takes for it"))
+    if spec.optional and spec.kind != "tensor":
+        what = f"optional {what}"
+    article = "an" if what[0] in "aeiou" else "a"
+    return (f"Input '{spec.name}' is {article} {what}, which the command line can neither generate nor read "
+            f"from an .npz; run the model from Python: "
+            f"Dispatcher(model).run({{'{spec.name}': {example}, ...}}).")
+
+
 def generate_feeds(graph: Graph, seed: int = 0, *, int_high: int = 2,
                    max_memory: int | str | None = None) -> dict[str, np.ndarray]:
     """Random feeds for every input of `graph` (unknown dims taken as 1, declared zero-size dims kept), each
@@ -245,6 +262,10 @@ def generate_feeds(graph: Graph, seed: int = 0, *, int_high: int = 2,
     from dispatch.budget import check_bytes, resolve_budget
 
     budget = resolve_budget(max_memory)
+    for spec in feed_specs(graph):
+        advice = container_advice(spec)
+        if advice is not None:
+            raise DispatchError(advice)
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for v in graph.inputs:
@@ -347,8 +368,10 @@ def _compare_one(name: str, a: np.ndarray, r: np.ndarray, rtol: float, atol: flo
     # Flattened: ufuncs on rank-0 arrays return NumPy scalars, which the masked assignment below cannot take.
     a64, r64 = a.astype(np.float64).reshape(-1), r.astype(np.float64).reshape(-1)
     nan_a, nan_r = np.isnan(a64), np.isnan(r64)
-    diff = np.abs(np.where(nan_a | nan_r, 0.0, a64 - r64))
-    diff[nan_a != nan_r] = inf  # NaN on one side only is an infinite error
+    same = (a64 == r64) | (nan_a & nan_r)  # equal infinities too: inf - inf would be NaN
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(np.where(same, 0.0, np.where(nan_a | nan_r, np.inf, a64 - r64)))
+    # NaN on one side only, or an infinity against another value: an infinite error (set above)
     finite_r = np.abs(r64[np.isfinite(r64)])
     scale = float(finite_r.max()) if finite_r.size else 0.0
     rel = diff / np.maximum(np.abs(np.nan_to_num(r64)), max(atol, np.finfo(np.float64).tiny))

@@ -69,7 +69,7 @@ import functools
 import math
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -653,7 +653,8 @@ class AsicTarget(Target):
             reason = self.unsupported_reason(n)
             if reason is not None:
                 raise DispatchError(f"Node '{n.name}' cannot run on ASIC target '{self.name}': {reason}.")
-        return _Program.build(self.name, nodes, inputs, outputs)
+        program = _Program.build(self.name, nodes, inputs, outputs)
+        return replace(program, notes=graph.notes)  # floating-point events are reported as the model's notes
 
 
 # -- compiled program ----------------------------------------------------------------------------------
@@ -682,6 +683,7 @@ class _Program:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     steps: tuple[_Step, ...]
+    notes: list[str] = field(default_factory=list, compare=False)  # where NumPy's FP events are noted
 
     @classmethod
     def build(cls, target: str, nodes: Sequence[Node], inputs: Sequence[str],
@@ -765,10 +767,26 @@ class _Program:
             raise DispatchError(f"ASIC target '{self.target}' needs the input(s) {', '.join(missing)}; "
                                 "feed every segment input.")
         env: dict[str, np.ndarray] = {n: np.asarray(feeds[n]) for n in self.inputs}
-        for s in self.steps:
-            args = [env[a] if isinstance(a, str) else a for a in s.args]
-            for name, value in zip(s.outputs, s.kernel(args, s.attrs), strict=True):
-                env[name] = value
-            for name in s.frees:
-                del env[name]
+        step = [""]
+
+        def on_fp_error(kind: str, _flag: int) -> None:  # instead of a RuntimeWarning on stderr
+            note = (f"NumPy reported {kind} in the ASIC kernel of node '{step[0]}' (NaN or Inf among its "
+                    "inputs, or a result past the dtype's range); its outputs follow IEEE arithmetic, as "
+                    "onnxruntime's do")
+            with _NOTES_LOCK:
+                if note not in self.notes:
+                    self.notes.append(note)
+
+        # errstate is per thread (a context variable), unlike warnings.catch_warnings
+        with np.errstate(divide="call", over="call", invalid="call", under="ignore", call=on_fp_error):
+            for s in self.steps:
+                step[0] = s.node
+                args = [env[a] if isinstance(a, str) else a for a in s.args]
+                for name, value in zip(s.outputs, s.kernel(args, s.attrs), strict=True):
+                    env[name] = value
+                for name in s.frees:
+                    del env[name]
         return {n: env[n] for n in self.outputs}
+
+
+_NOTES_LOCK = threading.Lock()

@@ -216,9 +216,10 @@ class GemmTiming:
 
 
 def _check_dims(m: int, k: int, n: int) -> None:
+    """Sizes are integers >= 0: a zero-size tensor (valid ONNX) is a GEMM with no work."""
     for name, value in (("M", m), ("K", k), ("N", n)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise DispatchError(f"GEMM dimension {name} must be a positive integer, got {value!r}.")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise DispatchError(f"GEMM dimension {name} must be a non-negative integer, got {value!r}.")
 
 
 def _spatial_temporal(m: int, k: int, n: int, dataflow: str) -> tuple[int, int, int]:
@@ -329,6 +330,12 @@ def simulate_gemm(m: int, k: int, n: int, cfg: ArrayConfig, *, batch: int = 1) -
     """
     _check_dims(m, k, n)
     _positive_int("simulate_gemm", "batch", batch)
+    if m * k * n == 0:  # an empty operand: no MACs; the M x N output (zeros when K = 0) is still written
+        out_bytes = batch * m * n * cfg.word_bytes
+        cycles = math.ceil(out_bytes / (cfg.offchip_bandwidth_Bps / cfg.clock_hz))
+        return GemmTiming(macs=0, compute_cycles=0, stall_cycles=cycles, total_cycles=cycles,
+                          dram_read_bytes=0, dram_write_bytes=out_bytes, sram_read_bytes=out_bytes,
+                          sram_write_bytes=out_bytes, utilization=0.0, clock_hz=cfg.clock_hz)
     per_fold = fold_cycles(m, k, n, cfg.rows, cfg.cols, cfg.dataflow)
     total_folds = batch * folds(m, k, n, cfg.rows, cfg.cols, cfg.dataflow)
     rounds = math.ceil(total_folds / cfg.num_arrays)
