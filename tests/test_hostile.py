@@ -68,6 +68,23 @@ def test_zero_rows_generated_and_run():
         assert d.run(d.example_feeds())["y"].shape == (0, 3)
 
 
+@pytest.mark.parametrize(("x_shape", "w_shape"), [((0, 3, 8, 8), (4, 3, 3, 3)),   # no images
+                                                  ((1, 0, 8, 8), (4, 0, 3, 3)),   # K = 0: the bias only
+                                                  ((1, 3, 8, 8), (0, 3, 3, 3))])  # no filters
+def test_zero_size_conv_on_the_asic(x_shape, w_shape):
+    w = nh.from_array(np.ones(w_shape, np.float32), "w")
+    b = nh.from_array(np.arange(w_shape[0], dtype=np.float32), "b")
+    m = _model([h.make_node("Conv", ["x", "w", "b"], ["y"])], [_vi("x", list(x_shape))],
+               [_vi("y", list("abcd"))], [w, b])
+    with Dispatcher(m, ASIC, strategy="only:asic") as d:
+        feeds = d.example_feeds()
+        y = d.run(feeds)["y"]
+        assert d.plan.assignment["Conv_0"] == "asic"
+    ref = _ort(m, feeds)["y"]
+    assert y.shape == ref.shape == (x_shape[0], w_shape[0], 6, 6)
+    np.testing.assert_array_equal(y, ref)  # K = 0: y[:, c] == c, the bias
+
+
 # -- sparse initializers -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("coordinates", [False, True])
 def test_sparse_initializer_is_densified(coordinates):

@@ -74,7 +74,7 @@ def distinct_filters(op_type: str, kernel: Kernel, args: Sequence[Any], attrs: d
     if op_type == "Conv" and len(args) >= 2 and arrays[1] is not None and int(attrs.get("group", 1)) == 1 \
             and arrays[1].ndim >= 3 and (len(args) < 3 or args[2] is None or arrays[2] is not None):
         w, b = arrays[1], (arrays[2] if len(args) > 2 else None)
-        if b is not None and b.shape != (w.shape[0],):
+        if (b is not None and b.shape != (w.shape[0],)) or w.size == 0:  # nothing to share in no filters
             return kernel, args
         dup = duplicate_rows(_with_bias(w.reshape(w.shape[0], -1), b))
         if dup is None:

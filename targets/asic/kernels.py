@@ -247,6 +247,11 @@ def conv(
         raise DispatchError(f"Conv bias must have shape ({m},) to match W, got {np.shape(b)}.")
     xa, wa = x.astype(acc, copy=False), w.astype(acc, copy=False)
     ba = None if b is None else np.asarray(b).astype(acc, copy=False)
+    if x.size == 0 or w.size == 0:  # a zero-size operand: an empty output, or sums of nothing plus the bias
+        y = np.zeros((x.shape[0], m, *out), acc)
+        if ba is not None:
+            y += ba.reshape((1, m) + (1,) * len(out))
+        return y.astype(x.dtype, copy=False)
     if group > 1 and w.shape[1] == 1:
         y = _conv_depthwise(xa, wa, ba, _Runs.build(xa.shape, w.shape[2:], out, begin, dil, st))
     else:

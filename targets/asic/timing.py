@@ -84,6 +84,12 @@ def _positive_int(owner: str, name: str, value: object) -> None:
         raise DispatchError(f"{owner}.{name} must be a positive integer, got {value!r}; fix the ASIC spec.")
 
 
+def _size(owner: str, name: str, value: object) -> None:
+    """A tensor size: an integer >= 0 (0 for a zero-size tensor)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DispatchError(f"{owner}.{name} must be a non-negative integer, got {value!r}.")
+
+
 def _positive_number(owner: str, name: str, value: object, allow_zero: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < 0 or (value == 0 and not allow_zero):
@@ -258,14 +264,15 @@ def conv_gemm_dims(batch: int, in_channels: int, out_channels: int, kernel_shape
     N = out_channels/groups. ``output_shape`` is the spatial output size (after pads, strides and
     dilations; dilation changes which inputs a window reads, not how many).
     """
-    for name, value in (("batch", batch), ("in_channels", in_channels), ("out_channels", out_channels),
-                        ("groups", groups)):
-        _positive_int("conv_gemm_dims", name, value)
+    # batch, channels and output sizes may be 0 (a zero-size tensor: a GEMM with no work)
+    for name, value in (("batch", batch), ("in_channels", in_channels), ("out_channels", out_channels)):
+        _size("conv_gemm_dims", name, value)
+    _positive_int("conv_gemm_dims", "groups", groups)
     for name, dims in (("kernel_shape", kernel_shape), ("output_shape", output_shape)):
         if len(dims) == 0:
             raise DispatchError(f"conv_gemm_dims.{name} must list at least one spatial size.")
         for d in dims:
-            _positive_int("conv_gemm_dims", name, d)
+            (_size if name == "output_shape" else _positive_int)("conv_gemm_dims", name, d)
     if len(kernel_shape) != len(output_shape):
         raise DispatchError(f"Conv kernel_shape {tuple(kernel_shape)} and output_shape {tuple(output_shape)} "
                             "must have the same number of spatial dimensions.")
