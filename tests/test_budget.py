@@ -157,6 +157,13 @@ def test_load_and_dispatcher_take_max_memory(tmp_path):
         assert d.run({"x": np.ones((3, 4), np.float32)})["y"].shape == (3, 4)
 
 
+@pytest.mark.parametrize("size", [1e11, 2.5, "8", 2**70, -3, 0, True])
+def test_absurd_or_non_integer_bindings_are_one_sentence(size):
+    m = _model([h.make_node("Relu", ["x"], ["y"])], [_vi("x", ["n", 4])], [_vi("y", ["n", 4])])
+    with pytest.raises(DispatchError, match="sizes must be positive integers"):
+        load(m, {"n": size})
+
+
 def test_generated_feeds_are_checked(tmp_path):
     from dispatch.validate import generate_feeds
 
