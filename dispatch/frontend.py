@@ -582,13 +582,19 @@ def _load(source: str | os.PathLike | onnx.ModelProto, shapes: Mapping[str, Sequ
     _infer(model, light)
     check_attributes(model.graph)
     clock("infer")
-    for _ in range(4):
-        reinfer = _fold_constants(model, opset)
-        clock("fold")
-        if not reinfer:
-            break
-        _infer(model)
-        clock("infer")
+    fp_events: set[str] = set()  # NumPy's floating-point warnings while folding, reported as a note instead
+    with np.errstate(divide="call", over="call", invalid="call", under="ignore",
+                     call=lambda kind, _flag: fp_events.add(kind)):
+        for _ in range(4):
+            reinfer = _fold_constants(model, opset)
+            clock("fold")
+            if not reinfer:
+                break
+            _infer(model)
+            clock("infer")
+    if fp_events:
+        notes.append(f"constant folding met NumPy's {', '.join(sorted(fp_events))} (log(0), 0/0 ...); the "
+                     "folded values keep the IEEE results (inf, NaN), as onnxruntime computes them")
     check_inferred(model.graph, budget)
     name = Path(path).stem if path else (model.graph.name or "model")
     graph = Graph(model, name=name, path=path, opset=opset, notes=notes)

@@ -216,3 +216,16 @@ def test_compare_treats_equal_infinities_as_equal_without_warnings():
         differ = compare({"y": np.array([inf, 1], np.float32)}, {"y": np.array([1, 1], np.float32)})
     assert same.ok and same.max_abs_err == 0.0
     assert not differ.ok and math.isinf(differ.max_abs_err)
+
+
+def test_constant_folding_warnings_become_a_note():
+    c = nh.from_array(np.array([0.0, 1.0], np.float32), "c")
+    m = _model([h.make_node("Log", ["c"], ["l"]), h.make_node("Add", ["x", "l"], ["y"])], [_vi("x", [2])],
+               [_vi("y", [2])], [c])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        g = load(m)
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    assert [n.op_type for n in g.nodes] == ["Add"]  # Log folded: log([0, 1]) = [-inf, 0]
+    np.testing.assert_array_equal(g.values["l"].const, [-np.inf, 0.0])
+    assert any("constant folding met NumPy's divide by zero" in n for n in g.notes), g.notes
