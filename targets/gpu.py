@@ -134,8 +134,9 @@ def op_class(node: Node, op: OpCost) -> str:
 
 
 def _sole(v: Any) -> Node | None:
-    """The producer of value v when v feeds exactly one node (so the producer may absorb that node)."""
-    if v is None or v.producer is None or len(v.consumers) != 1:
+    """The producer of value v when v feeds exactly one node and is no graph output (so the producer may
+    absorb that node: onnxruntime fuses nothing whose intermediate tensor must be kept)."""
+    if v is None or v.producer is None or len(v.consumers) != 1 or v.is_graph_output:
         return None
     return v.producer
 
@@ -161,6 +162,7 @@ def _absorbed_add(node: Node) -> str | None:
     out = node.outputs[0]
     if (
         len(out.consumers) == 1
+        and not out.is_graph_output  # measured: onnxruntime keeps Add and LayerNormalization then
         and out.consumers[0].op_type == "LayerNormalization"
         and a is not None
         and b is not None
@@ -181,13 +183,15 @@ def _has_bias(matmul: Node) -> bool:
 def _gelu_members(erf: Node) -> set[str]:
     """Names of the nodes ORT's GeluFusion folds into `erf`: x/√2 -> Erf -> +1 -> ·x -> ·0.5."""
     members: set[str] = set()
+    if erf.outputs[0].is_graph_output:  # onnxruntime keeps the Erf (measured: no Gelu then)
+        return members
     div = _sole(erf.input(0))
     if div is not None and div.op_type == "Div" and _is_scalar_const(div.input(1)):
         members.add(div.name)
     cur = erf
     for op_type in ("Add", "Mul", "Mul"):
         outs = cur.outputs[0].consumers
-        if len(outs) != 1 or outs[0].op_type != op_type:
+        if len(outs) != 1 or outs[0].op_type != op_type or cur.outputs[0].is_graph_output:
             break
         cur = outs[0]
         members.add(cur.name)
@@ -265,7 +269,7 @@ def absorbed_by(node: Node) -> str | None:
         if p is not None and p.op_type == "MatMul":
             return f"scale of {p.name} (MatMulScaleFusion)"
         out = node.outputs[0]
-        m = out.consumers[0] if len(out.consumers) == 1 else None
+        m = out.consumers[0] if len(out.consumers) == 1 and not out.is_graph_output else None
         if m is not None and m.op_type == "MatMul" and not _has_bias(m):
             # (a MatMul that takes a bias becomes a Gemm first, which takes no scale)
             return f"scale of {m.name} (MatMulScaleFusion)"
@@ -303,6 +307,17 @@ def element_flops(node: Node, op: OpCost) -> float:
     return float(max(op.flops, per * out))
 
 
+def _kept_scale(p: Node, matmul: Node) -> bool:
+    """A scalar scale feeding only `matmul` whose output is also a graph output: onnxruntime folds the scale
+    into a FusedMatMul and keeps the Mul/Div for the graph output (measured)."""
+    out = p.outputs[0]
+    if p.op_type not in ("Mul", "Div") or not out.is_graph_output or len(out.consumers) != 1:
+        return False
+    if not (_is_scalar_const(p.input(1)) or (p.op_type == "Mul" and _is_scalar_const(p.input(0)))):
+        return False
+    return not _has_bias(matmul)
+
+
 def kernel_of(node: Node) -> str:
     """The onnxruntime kernel this node becomes once its absorbed neighbours are fused into it."""
     t = node.op_type
@@ -319,7 +334,8 @@ def kernel_of(node: Node) -> str:
             return "FusedMatMul"
         if "MatMulAddFusion" in why:
             return "Gemm"
-    if t == "MatMul" and any("MatMulScaleFusion" in (absorbed_by(p) or "") for p in node.predecessors):
+    if t == "MatMul" and any("MatMulScaleFusion" in (absorbed_by(p) or "") or _kept_scale(p, node)
+                             for p in node.predecessors):
         return "FusedMatMul"
     if t == "Conv":
         w = node.input(1)
