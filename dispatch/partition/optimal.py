@@ -27,6 +27,7 @@ worse than any baseline strategy (priority, greedy, heft, only:TARGET are among 
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,7 @@ from dispatch.objective import (
 )
 from dispatch.partition import makespan
 from dispatch.partition.cut import cut_solve, relaxed_value
+from dispatch.partition.fit import fit
 from dispatch.partition.greedy import greedy
 from dispatch.partition.heft import heft
 from dispatch.partition.milp import capacity_error, solve_milp
@@ -113,6 +115,16 @@ def _pick(problem: Problem, cands: list[np.ndarray], score: Callable[[np.ndarray
         if v < best_v:
             best, best_v = cands[i], v
     return np.asarray(best, np.int64), float(best_v), len(idx)
+
+
+def _fitted(problem: Problem, cands: list[np.ndarray], w: tuple[float, float]) -> list[np.ndarray]:
+    """The candidates, each one that breaks a weight capacity replaced by its repairs (dispatch.partition.fit,
+    moves priced by w_lat·latency + w_en·energy of the nodes)."""
+    p = problem
+    if not p.has_capacity:
+        return cands
+    node = p.terms(w[0], w[1])["node"]
+    return [r for c in cands for r in fit(p, c, node)]
 
 
 def _exhaustive(problem: Problem, objective: str, w: tuple[float, float] | None) -> tuple[np.ndarray, int]:
@@ -208,26 +220,13 @@ def weighted_bound(problem: Problem, w_lat: float, w_en: float, *, time_limit_s:
                 val = float(relaxed_value(p, node, terms["cond"], terms["out"], pair, a[None, :])[0])
                 found: tuple[np.ndarray, float, float, str] | None = (a, val, val, "")
             elif size == 2 and not cap and method != "milp":
-                ends = (us[0], us[1])
-                a0, lb0, v0, note = cut_solve(p, node, terms["cond"], terms["out"], pair, ends)
-                # the same cut with one launch charged per tensor arriving on a target: fewer segments
-                surrogate = terms["cond"] + terms["launch"][None, None, :]
-                surrogate[:, np.arange(p.num_ends), np.arange(p.num_ends)] = 0.0
-                cands.append(cut_solve(p, node, surrogate, terms["out"], pair, ends)[0])
-                # launches along the path of a candidate that changes target most often: a second bound
-                best_lb, best_a = lb0 + const, a0
-                for _ in range(2):
-                    path = (_change_path(p, best_a if best_lb > lb0 + const else cands[-1]), terms["launch"])
-                    a1, lb1, _, _ = cut_solve(p, node, terms["cond"], terms["out"], pair, ends, path)
-                    cands.append(a1)
-                    if lb1 <= best_lb:
-                        break
-                    best_lb, best_a = lb1, a1
-                found = (a0, best_lb - const, v0, note)
+                found, more = _cut(p, node, terms, pair, (us[0], us[1]), const)
+                cands += more
             else:
                 if method == "cut":
                     raise DispatchError("The min-cut method needs exactly two targets and no capacity limit; "
                                         "use method='milp' or 'auto'.")
+                started = time.perf_counter()
                 try:
                     found = solve_milp(p, node, terms["cond"], terms["out"], pair, time_limit_s=time_limit_s,
                                        mip_rel_gap=mip_rel_gap, relax_first=relax_first)
@@ -235,6 +234,25 @@ def weighted_bound(problem: Problem, w_lat: float, w_en: float, *, time_limit_s:
                     if size == t:
                         raise
                     continue
+                if cap and found is not None:
+                    # the same integer program with one launch per tensor arriving on a target: fewer
+                    # segments (G ignores launches), within the capacity too; only a candidate, so given
+                    # twice the first one's time at most
+                    spent = time.perf_counter() - started
+                    surrogate = terms["cond"] + terms["launch"][None, None, :]
+                    surrogate[:, np.arange(p.num_ends), np.arange(p.num_ends)] = 0.0
+                    more_milp = solve_milp(p, node, surrogate, terms["out"], pair,
+                                           time_limit_s=min(time_limit_s, max(1.0, 2 * spent)),
+                                           mip_rel_gap=mip_rel_gap, relax_first=relax_first)
+                    if more_milp is not None:
+                        cands.append(more_milp[0])
+                if size == 2 and method != "milp":
+                    # the cut without the capacity: a bound too (a relaxation), and its solutions repaired
+                    # to fit are candidates that the MILP's, blind to segments, may well lose to
+                    relaxed, more = _cut(p, node, terms, pair, (us[0], us[1]), const)
+                    cands += [r for c in [relaxed[0], *more] for r in fit(p, c, node)]
+                    if found is not None and relaxed[1] > found[1]:
+                        found = (found[0], relaxed[1], found[2], found[3])
                 if found is None:
                     lb = min(lb, trivial)
                     notes.append(f"MILP over {', '.join(p.target_names[j] for j in us)} found no solution "
@@ -272,6 +290,28 @@ def _change_path(problem: Problem, a: np.ndarray) -> np.ndarray:
     return np.array(path, np.int64)
 
 
+def _cut(p: Problem, node: np.ndarray, terms: dict[str, np.ndarray], pair: np.ndarray, ends: tuple[int, int],
+         const: float) -> tuple[tuple[np.ndarray, float, float, str], list[np.ndarray]]:
+    """The min cut over two targets, ((assignment, lower bound on G, G of it, note), more candidates): the
+    same cut with one launch per tensor arriving on a target, and the path cuts whose bound may be higher."""
+    cands = []
+    a0, lb0, v0, note = cut_solve(p, node, terms["cond"], terms["out"], pair, ends)
+    # the same cut with one launch charged per tensor arriving on a target: fewer segments
+    surrogate = terms["cond"] + terms["launch"][None, None, :]
+    surrogate[:, np.arange(p.num_ends), np.arange(p.num_ends)] = 0.0
+    cands.append(cut_solve(p, node, surrogate, terms["out"], pair, ends)[0])
+    # launches along the path of a candidate that changes target most often: a second bound
+    best_lb, best_a = lb0 + const, a0
+    for _ in range(2):
+        path = (_change_path(p, best_a if best_lb > lb0 + const else cands[-1]), terms["launch"])
+        a1, lb1, _, _ = cut_solve(p, node, terms["cond"], terms["out"], pair, ends, path)
+        cands.append(a1)
+        if lb1 <= best_lb:
+            break
+        best_lb, best_a = lb1, a1
+    return (a0, best_lb - const, v0, note), cands
+
+
 def _finish(problem: Problem, objective: str, value: float, lower: float, a: np.ndarray,
             notes: list[str], how: str) -> Assignment:
     tol = 3 * PROOF_TOL if objective == "edp" else PROOF_TOL  # edp: a product of two bounds within PROOF_TOL
@@ -301,7 +341,7 @@ def solve_weighted(problem: Problem, w_lat: float, w_en: float, *, time_limit_s:
     score = _score(p, "latency", w)
     lb, cands, notes = weighted_bound(p, w_lat, w_en, time_limit_s=time_limit_s, mip_rel_gap=mip_rel_gap,
                                       method=method, relax_first=relax_first)
-    cands += _baselines(p) if baselines is None else baselines
+    cands = _fitted(p, cands + (_baselines(p) if baselines is None else baselines), w)
     best, val, count = _pick(p, cands, score, _quick_weighted(p, w, cands))
     if val > lb + PROOF_TOL * abs(val):
         best, val, evals = _local_search(p, best, score, _search_budget(p), val)
@@ -344,7 +384,7 @@ def optimal(problem: Problem, *, time_limit_s: float = 20.0, mip_rel_gap: float 
     base = _baselines(p)
     lat_opt = solve_weighted(p, 1.0, 0.0, baselines=base, **kw)
     en_opt = solve_weighted(p, 0.0, 1.0, baselines=base, **kw)
-    cands = [lat_opt.target, en_opt.target, *base]
+    cands = _fitted(p, [lat_opt.target, en_opt.target, *base], (1.0, 1.0) if obj == "edp" else (1.0, 0.0))
     notes: list[str] = []
     if obj == "edp":
         lb_lat, lb_en = _bound_of(p, lat_opt, 1.0, 0.0, **kw), _bound_of(p, en_opt, 0.0, 1.0, **kw)
