@@ -58,10 +58,7 @@ EXCLUDED: dict[str, str] = {
         "the segment once extraction declares that shape (1,) (extraction, being fixed)",
 }
 # ... and under the ASIC-first strategy only.
-EXCLUDED_ASIC_FIRST: dict[str, str] = {
-    r"^test_matmulinteger_cpu$":
-        "the ASIC's MatMulInteger refuses a per-row A zero point of shape (M,) (int8 kernels, being fixed)",
-}
+EXCLUDED_ASIC_FIRST: dict[str, str] = {}
 
 SLOW_CATEGORIES = ("OnnxBackendRealModelTest",)  # the light model zoo: seconds per model on the ASIC
 

@@ -75,7 +75,9 @@ def _centred(op: str, name: str, x: np.ndarray, zp: np.ndarray | None,
     `axis` (None: it must be a scalar)."""
     x = _q(op, name, x)
     z = _zero_point(op, f"{name} zero point", zp, x.dtype)
-    if z.size > 1 or z.ndim == 1:
+    if z.size == 1:  # one element, whatever its rank: per tensor, as onnxruntime reads it
+        z = z.reshape(())
+    else:
         if axis is None or z.ndim != 1 or x.ndim == 0 or z.shape[0] != x.shape[axis]:
             raise DispatchError(f"{op}'s {name} zero point of shape {z.shape} matches neither a scalar "
                                 f"nor axis {axis} of {name} {x.shape}.")
