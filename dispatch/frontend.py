@@ -585,13 +585,14 @@ def _load(source: str | os.PathLike | onnx.ModelProto, shapes: Mapping[str, Sequ
     fp_events: set[str] = set()  # NumPy's floating-point warnings while folding, reported as a note instead
     with np.errstate(divide="call", over="call", invalid="call", under="ignore",
                      call=lambda kind, _flag: fp_events.add(kind)):
-        for _ in range(4):
-            reinfer = _fold_constants(model, opset)
+        # Fold, re-infer, fold again until nothing new becomes static: a chain of shape computations
+        # (Swin's Shape -> Gather -> Mod -> Pad per block) needs one round per link. It ends: a round that
+        # asks for another folded (and deleted) at least one node.
+        while _fold_constants(model, opset):
             clock("fold")
-            if not reinfer:
-                break
             _infer(model)
             clock("infer")
+        clock("fold")
     if fp_events:
         notes.append(f"constant folding met NumPy's {', '.join(sorted(fp_events))} (log(0), 0/0 ...); the "
                      "folded values keep the IEEE results (inf, NaN), as onnxruntime computes them")

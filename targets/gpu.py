@@ -358,6 +358,11 @@ def _prod(xs: Sequence[int]) -> int:
     return out
 
 
+def _known(dims: Sequence[Any]) -> bool:
+    """Every dimension a known size (the IR writes an unknown one as -1 or a symbol)."""
+    return all(isinstance(d, int) and d >= 0 for d in dims)
+
+
 def gemm_shape(node: Node) -> tuple[GemmShape | None, bool]:
     """(the node's kernel as a GEMM, whether it runs on the vector units instead of the matrix units).
 
@@ -368,11 +373,11 @@ def gemm_shape(node: Node) -> tuple[GemmShape | None, bool]:
     are one GEMM per batch element. None when a shape is unknown."""
     t = node.op_type
     out = node.outputs[0].shape if node.outputs else None
-    if not out or any(not isinstance(d, int) for d in out):
+    if not out or not _known(out):
         return None, False
     if t in _WEIGHT_INPUT:
         w = node.input(_WEIGHT_INPUT[t])
-        if w is None or not w.shape or len(out) < 3 or any(not isinstance(d, int) for d in w.shape):
+        if w is None or not w.shape or len(out) < 3 or not _known(w.shape):
             return None, False
         groups = int(node.attr("group", 1))
         per_in, per_out = int(w.shape[1]), int(w.shape[0]) // max(groups, 1)
@@ -384,7 +389,7 @@ def gemm_shape(node: Node) -> tuple[GemmShape | None, bool]:
         a, b = node.input(0), node.input(_MATMULS[t])
         if a is None or b is None or not a.shape or not b.shape or len(out) < 2:
             return None, False
-        if any(not isinstance(d, int) for d in (*a.shape, *b.shape)):
+        if not _known((*a.shape, *b.shape)):
             return None, False
         k = int(a.shape[0] if (t in ("Gemm", "FusedGemm") and node.attr("transA", 0)) else a.shape[-1])
         if len(b.shape) <= 2:

@@ -95,7 +95,7 @@ def wave_quantisation(shape: GemmShape, sm_count: int, ctas_per_sm: int, tiles: 
     Split-K (CUTLASS's "split-K" and "stream-K" GEMMs, cuBLAS's heuristics) cuts K into s parts, each its
     own block, while the output tiles alone cannot fill one wave; its partial sums are ignored here (small
     against the tiles' K loop). q = 1 without SMs or tiles."""
-    if sm_count <= 0 or not tiles or shape.m <= 0 or shape.n <= 0 or shape.k <= 0:
+    if sm_count <= 0 or not tiles or min(shape.m, shape.n, shape.k, shape.groups) <= 0:
         return 1.0, (0, 0), 0, 0
     slots = sm_count * ctas_per_sm
     best: tuple[float, tuple[int, int], int, int] | None = None

@@ -615,3 +615,38 @@ def test_folded_value_whose_shape_disagrees_with_inference_is_kept(monkeypatch: 
     monkeypatch.setattr(frontend, "_evaluate", real)
     graph = load(model)
     assert [n.name for n in graph.nodes] == ["mul"] and graph.values["s"].const.shape == ()
+
+
+def _padded_chain(blocks: int) -> onnx.ModelProto:
+    """Each block pads the last axis by (size + 1) % 3 + 1, computed from Shape -> Gather -> Mod, as Swin pads
+    to its window: every block's pads are known only once the previous block's output shape is."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, y = [], "x"
+    inits = [numpy_helper.from_array(np.array(3, np.int64), "three"),
+             numpy_helper.from_array(np.array([0, 0, 0], np.int64), "zeros"),
+             numpy_helper.from_array(np.array(1, np.int64), "one"),
+             numpy_helper.from_array(np.array([0], np.int64), "ax0")]
+    for i in range(blocks):
+        nodes += [helper.make_node("Shape", [y], [f"s{i}"]),
+                  helper.make_node("Gather", [f"s{i}", "one"], [f"d{i}"]),
+                  helper.make_node("Add", [f"d{i}", "one"], [f"e{i}"]),
+                  helper.make_node("Mod", [f"e{i}", "three"], [f"m{i}"]),
+                  helper.make_node("Add", [f"m{i}", "one"], [f"p{i}"]),
+                  helper.make_node("Unsqueeze", [f"p{i}", "ax0"], [f"u{i}"]),
+                  helper.make_node("Concat", ["zeros", f"u{i}"], [f"pads{i}"], axis=0),
+                  helper.make_node("Pad", [y, f"pads{i}"], [f"y{i}"])]
+        y = f"y{i}"
+    nodes.append(helper.make_node("Identity", [y], ["out"]))
+    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, None])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("blocks", [3, 8])
+def test_folding_runs_until_every_computed_shape_is_static(blocks: int) -> None:
+    # regression: folding stopped after 4 rounds, so Swin kept 49 of 77 MatMul shapes unknown (0 MACs).
+    # width 4 -> +((4+1)%3+1)=3 -> 7 -> +3 -> 10 -> +3 -> 13 ...: each block adds 3, so 4 + 3 * blocks
+    g = load(_padded_chain(blocks))
+    assert g.outputs[0].shape == (1, 4 + 3 * blocks)
+    assert [n.op_type for n in g.nodes] == ["Pad"] * blocks + ["Identity"]

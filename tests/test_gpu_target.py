@@ -371,3 +371,25 @@ def test_fusion_rules_match_onnxruntime_with_graph_outputs(case, tmp_path):
         g = load(str(path))
         relu = next(n for n in g.nodes if n.op_type == "Relu")
         assert make_target("gpu", "h100-sxm").fusion(relu, analyze_node(relu)) is None
+
+
+def test_batched_matmul_with_a_data_dependent_batch_is_priced_without_tiles() -> None:
+    # regression: an unknown batch (-1, from NonZero) made groups = -1 and the wave model divided by zero
+    from onnx import numpy_helper
+
+    from dispatch.partition import plan
+    from targets.gpu import gemm_shape
+
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"]),
+             helper.make_node("Cast", ["nz"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Reshape", ["f", "shape"], ["r"]),  # [N, 1, 2, 1], N data-dependent
+             helper.make_node("MatMul", ["r", "w"], ["y"])]      # batched against [1, 1, 1, 3]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1, 2, 3])],
+                          [numpy_helper.from_array(np.ones((1, 1, 1, 3), np.float32), "w"),
+                           numpy_helper.from_array(np.array([-1, 1, 2, 1], np.int64), "shape")])
+    graph = load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    matmul = graph.nodes[-1]
+    assert matmul.op_type == "MatMul" and gemm_shape(matmul) == (None, False)
+    p = plan(graph, {"gpu": "h100-sxm", "asic": "tpu-v4-like"})
+    assert p.assignment[matmul.name] in ("gpu", "asic") and np.isfinite(p.predicted.latency_s)
