@@ -13,6 +13,12 @@ results are never replaced by smoke-test numbers.
 The SCALE-Sim goldens are regenerated only when SCALE-Sim's own environment is present (SCALESIM_PYTHON, or
 /work/scalesim-venv/bin/python; see benchmarks/scalesim_goldens.py), and the agreement of our cycle counts
 with the stored goldens is checked by running their tests.
+
+Then the README's results table (between its `<!-- benchmarks:begin ... -->` and `<!-- benchmarks:end -->`
+markers) is regenerated from the results just written (benchmarks/readme_table.py: one extractor per row), for
+full and `--quick` runs alike (a quick run's table says so above it and links the quick files); `--no-readme`
+leaves the README alone, `--readme-only` rebuilds the table from the results already there without running
+anything (add `--quick` to use results/quick/).
 """
 
 from __future__ import annotations
@@ -27,8 +33,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks import readme_table
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
 PY = sys.executable
 
 
@@ -150,6 +159,11 @@ def run_one(b: Bench, quick: bool, folder: Path) -> dict:
               "load_average_before": before, "load_average_after": _load(),
               "markdown_file": str(md_file.relative_to(ROOT)), "tables": tables(text),
               "stderr_tail": stderr[-2000:]}
+    own = folder / f"{b.name}.json"  # a script may write its own NAME.json (bench_sweep does): keep it inside
+    if own.is_file() and own.stat().st_mtime >= time.time() - seconds - 1:
+        data = json.loads(own.read_text())
+        if not (isinstance(data, dict) and {"command", "tables"} <= data.keys()):
+            record["script_json"] = data
     (folder / f"{b.name}.json").write_text(json.dumps(record, indent=1) + "\n")
     status = "ok" if rc == 0 else f"exit {rc}"
     print(f"   {status} in {seconds:.0f} s -> {record['markdown_file']}", file=sys.stderr, flush=True)
@@ -163,12 +177,33 @@ def _scalesim_python() -> str | None:
     return None
 
 
+def write_readme(folder: Path, quick: bool, readme: Path = README) -> int:
+    """Rewrite the table between the README's markers from the results in `folder`."""
+    note = ("From `python -m benchmarks --quick` (smaller cases; the full run's table is what "
+            "`python -m benchmarks --readme-only` rebuilds):\n\n" if quick else "")
+    body = note + readme_table.table(folder, ROOT, tables)
+    try:
+        new = readme_table.rewrite(readme.read_text(), body)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    readme.write_text(new)
+    print(f"   README table rewritten from {folder.relative_to(ROOT)}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     names = ", ".join(b.name for b in BENCHES)
     ap.add_argument("--quick", action="store_true", help="smaller cases, written to results/quick/")
     ap.add_argument("--only", default="", help=f"comma-separated subset of {names}")
+    ap.add_argument("--readme", action=argparse.BooleanOptionalAction, default=True,
+                    help="regenerate README.md's results table from the results (default: on, --quick too)")
+    ap.add_argument("--readme-only", action="store_true",
+                    help="only regenerate README.md's table from the results already written; run nothing")
     args = ap.parse_args(argv)
+    if args.readme_only:
+        return write_readme(RESULTS / "quick" if args.quick else RESULTS, args.quick)
     chosen = [b for b in BENCHES if not args.only or b.name in args.only.split(",")]
     unknown = set(filter(None, args.only.split(","))) - {b.name for b in BENCHES}
     if unknown:
@@ -192,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['name']} | {r['what']} | {status} | {r['seconds']:.0f} | [{rel}]({rel}) |")
     (folder / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    if args.readme:
+        write_readme(folder, args.quick)
     return 0 if all(r["returncode"] == 0 for r in records) else 1
 
 
