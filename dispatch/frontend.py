@@ -315,6 +315,9 @@ def _check(light: onnx.ModelProto) -> None:
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0]
         raise DispatchError(f"The model fails onnx.checker ({first}); fix or re-export the model.") from None
+    except UnicodeDecodeError as e:  # a name or op type whose bytes are not UTF-8 (a corrupt file)
+        raise DispatchError(f"The model holds a string that is not valid UTF-8 ({e.reason} at byte "
+                            f"{e.start}); the file is corrupt: re-export the model.") from None
 
 
 def _check_inferred_sizes(light: onnx.ModelProto, budget: int) -> None:
