@@ -16,9 +16,9 @@ with the stored goldens is checked by running their tests.
 
 Then the README's results table (between its `<!-- benchmarks:begin ... -->` and `<!-- benchmarks:end -->`
 markers) is regenerated from the results just written (benchmarks/readme_table.py: one extractor per row), for
-full and `--quick` runs alike (a quick run's table says so above it and links the quick files); `--no-readme`
-leaves the README alone, `--readme-only` rebuilds the table from the results already there without running
-anything (add `--quick` to use results/quick/).
+full and `--quick` runs alike (a quick run's table says so above it and links the quick files), but not after
+`--only` unless `--readme` is given; `--no-readme` leaves the README alone; `--readme-only` rebuilds the table
+from the results already there without running anything (add `--quick` to use results/quick/).
 """
 
 from __future__ import annotations
@@ -197,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     names = ", ".join(b.name for b in BENCHES)
     ap.add_argument("--quick", action="store_true", help="smaller cases, written to results/quick/")
     ap.add_argument("--only", default="", help=f"comma-separated subset of {names}")
-    ap.add_argument("--readme", action=argparse.BooleanOptionalAction, default=True,
-                    help="regenerate README.md's results table from the results (default: on, --quick too)")
+    ap.add_argument("--readme", action=argparse.BooleanOptionalAction, default=None,
+                    help="regenerate README.md's results table from the results (default: on, --quick too, "
+                         "but off with --only: a subset would leave the other rows without figures)")
     ap.add_argument("--readme-only", action="store_true",
                     help="only regenerate README.md's table from the results already written; run nothing")
     args = ap.parse_args(argv)
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['name']} | {r['what']} | {status} | {r['seconds']:.0f} | [{rel}]({rel}) |")
     (folder / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    if args.readme:
+    if args.readme or (args.readme is None and not args.only):
         write_readme(folder, args.quick)
     return 0 if all(r["returncode"] == 0 for r in records) else 1
 

@@ -23,7 +23,8 @@ FIXTURES = {
              "Errors: 0 in 20000 requests.\n",
     "scalesim": "........ [100%]\n74 passed, 45 deselected in 0.93s\n",
     # the sweep benchmark also writes its own sweep.json (not a run record): the markdown is still read
-    "sweep": "- caching alone: 23.0 s / 6.9 s = **3.34x** (derived); CPU time 22.9 s / 6.2 s = **3.69x**\n"
+    "sweep": "- 240 points x 3 strategies x 2 objectives = 1440 rows over resnet50, bert, mobilenet_v2\n"
+             "- caching alone: 23.0 s / 6.9 s = **3.34x** (derived); CPU time 22.9 s / 6.2 s = **3.69x**\n"
              "- rows identical across the sweep runs: **yes** (...)\n"
              "- 1-minute load average 4.06 at the end\n",
 }
@@ -35,7 +36,8 @@ EXPECTED = {  # the result cell each fixture gives, written out
              "session at 1 clients",
     # the case count, dataflows and kinds come from the stored goldens, tests/data/scalesim_goldens.json
     "scalesim": "tests: 74 passed: each of the 72 stored cases (is, os, ws; conv and gemm) within 1%",
-    "sweep": "3.34x wall, 3.69x CPU time (planning only, load average 4.06); rows identical: yes",
+    "sweep": "240 points × 6 plans: 3.34x wall, 3.69x CPU time (planning only, load average 4.06); "
+             "rows identical: yes",
 }
 
 
