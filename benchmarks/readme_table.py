@@ -105,7 +105,8 @@ def _memory(md: str, tables: Tables) -> str | None:
     if not (plain and ours):
         return None
     return (f"live {ours['live']} vs {plain['live']} for a plain session; the Graph's constants "
-            f"{ours.get('Graph constants', '?')} (one NumPy copy of the weights, read by the ASIC kernels)")
+            f"{ours.get('Graph constants', '?')} (one NumPy copy of the weights, read by the ASIC kernels), "
+            f"onnxruntime and the rest {ours.get('onnxruntime and the rest', '?')}")
 
 
 def _corpus(md: str, tables: Tables) -> str | None:
