@@ -91,6 +91,8 @@ def soak(runs: int, threads: int = THREADS) -> dict:
     tally: Counter = Counter()
     lock = threading.Lock()
     closed_at = runs // 2
+    marks = {runs // 10, runs // 4, runs // 2, 3 * runs // 4, runs}  # RSS sampled after this many runs
+    rss_during: dict[int, int] = {}
 
     def one(n: int) -> None:
         outcome = "ok"
@@ -123,6 +125,9 @@ def soak(runs: int, threads: int = THREADS) -> dict:
             outcome = f"unexpected: {type(e).__name__}: {e}"
         with lock:
             tally[outcome] += 1
+            done = sum(tally.values())
+            if done in marks:
+                rss_during[done] = rss_bytes()
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, range(runs)))
@@ -138,7 +143,8 @@ def soak(runs: int, threads: int = THREADS) -> dict:
     unexpected = sum(v for k, v in tally.items() if k.startswith("unexpected"))
     refusals = sum(v for k, v in tally.items() if k.startswith("expected refusal"))
     return {"runs": runs, "threads": threads, "seconds": seconds, "tally": tally, "unexpected": unexpected,
-            "refusals": refusals, "before": before, "after": after, "leaked_locks": leaked_locks}
+            "refusals": refusals, "before": before, "after": after, "leaked_locks": leaked_locks,
+            "rss_during": rss_during}
 
 
 def write(result: dict, out: Path) -> str:
@@ -162,6 +168,9 @@ def write(result: dict, out: Path) -> str:
         f"| {result['runs']} | {result['refusals']} | {result['unexpected']} | {b['rss'] / mib:.0f} | "
         f"{a['rss'] / mib:.0f} | {b['fds']} | {a['fds']} | {b['threads']} | {a['threads']} | "
         f"{result['leaked_locks']} |",
+        "",
+        "RSS during the soak (MiB, after N runs): "
+        + ", ".join(f"{n}: {v / mib:.0f}" for n, v in sorted(result["rss_during"].items())) + ".",
         "",
         "| outcome | runs |",
         "|---|---|",
