@@ -17,7 +17,6 @@ import functools
 import hashlib
 import io
 import os
-import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from dispatch.errors import DispatchError
-from models.zoo import OPSET, SEED, InputSpec, cache_dir
+from models.zoo import OPSET, SEED, InputSpec, cache_dir, write_cached
 
 __all__ = ["CORPUS", "CORPUS_VERSION", "CorpusEntry", "list_corpus", "get_corpus_entry", "build_corpus",
            "corpus_inputs", "require_libraries", "torch_module", "torch_outputs", "torch_flop_counts",
@@ -560,16 +559,4 @@ def build_corpus(name: str, out_dir: str | os.PathLike[str] | None = None, force
     if not force and path.exists() and _stored_key(path) == _cache_key(name):
         return path
     data = _export(name, torch_module(name) if module is None else module)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "xb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    except OSError as exc:
-        raise DispatchError(f"Cannot write the model to folder {str(directory)!r} ({exc.strerror}); "
-                            "pass a writable folder or set DISPATCH_CACHE.") from None
-    return path
+    return write_cached(path, data, "pass a writable folder or set DISPATCH_CACHE")

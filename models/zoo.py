@@ -300,11 +300,18 @@ def build(name: str, out_dir: str | os.PathLike[str] | None = None, force: bool 
     path = directory / f"{name}.onnx"
     if not force and _stored_key(path) == cache_key(name):
         return path
+    data = _convert(entry, out_dir) if entry.base else _export(entry)
+    return write_cached(path, data, "pass a writable folder as out_dir/--out or set DISPATCH_CACHE")
+
+
+def write_cached(path: Path, data: bytes, advice: str) -> Path:
+    """Write a built model to the cache atomically (temporary file + os.replace), so that parallel processes
+    never read a half-written model; `advice` ends the sentence when the folder is not writable."""
+    directory = path.parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        data = _convert(entry, out_dir) if entry.base else _export(entry)
         # A unique name per writer; open(..., "xb") keeps the umask's permissions, unlike tempfile.mkstemp.
-        tmp = directory / f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        tmp = directory / f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
         try:
             with open(tmp, "xb") as f:
                 f.write(data)
@@ -313,7 +320,7 @@ def build(name: str, out_dir: str | os.PathLike[str] | None = None, force: bool 
             tmp.unlink(missing_ok=True)
     except OSError as exc:
         raise DispatchError(f"Cannot write the model to folder {str(directory)!r} ({exc.strerror}); "
-                            "pass a writable folder as out_dir/--out or set DISPATCH_CACHE.") from None
+                            f"{advice}.") from None
     return path
 
 

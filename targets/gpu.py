@@ -145,20 +145,21 @@ def _is_scalar_const(v: Any) -> bool:
     return v is not None and v.const is not None and v.const.size == 1
 
 
-def _absorbed_add(node: Node) -> str | None:
+def _add_fusion(node: Node) -> tuple[Node, str] | None:
+    """(the node an Add is folded into, why): its MatMul/Gemm/Conv producer or its LayerNormalization."""
     a, b = node.input(0), node.input(1)
     for x, y in ((a, b), (b, a)):
         p = _sole(x)
         if p is None:
             continue
         if p.op_type in ("MatMul", "Gemm") and y is not None and y.const is not None:
-            return f"bias of {p.name} (MatMulAddFusion)"
+            return p, f"bias of {p.name} (MatMulAddFusion)"
         if (
             p.op_type == "Conv"
             and y is not None
             and (y.const is not None or y.shape == node.outputs[0].shape)
         ):
-            return f"sum into {p.name} (ConvAddFusion / NCHWc Conv with Sum)"
+            return p, f"sum into {p.name} (ConvAddFusion / NCHWc Conv with Sum)"
     out = node.outputs[0]
     if (
         len(out.consumers) == 1
@@ -170,8 +171,18 @@ def _absorbed_add(node: Node) -> str | None:
         and b.const is None
         and a.shape == b.shape
     ):
-        return f"skip input of {out.consumers[0].name} (SkipLayerNormFusion)"
+        return out.consumers[0], f"skip input of {out.consumers[0].name} (SkipLayerNormFusion)"
     return None
+
+
+def _absorbed_add(node: Node) -> str | None:
+    fused = _add_fusion(node)
+    return fused[1] if fused else None
+
+
+def _add_partner(node: Node) -> Node | None:
+    fused = _add_fusion(node)
+    return fused[0] if fused else None
 
 
 def _has_bias(matmul: Node) -> bool:
@@ -196,22 +207,6 @@ def _gelu_members(erf: Node) -> set[str]:
         cur = outs[0]
         members.add(cur.name)
     return members
-
-
-def _add_partner(node: Node) -> Node | None:
-    """The node an absorbed Add is folded into (its MatMul/Gemm/Conv producer or its LayerNormalization)."""
-    a, b = node.input(0), node.input(1)
-    for x, y in ((a, b), (b, a)):
-        p = _sole(x)
-        if p is None:
-            continue
-        if p.op_type in ("MatMul", "Gemm") and y is not None and y.const is not None:
-            return p
-        if p.op_type == "Conv" and y is not None and (y.const is not None
-                                                      or y.shape == node.outputs[0].shape):
-            return p
-    outs = node.outputs[0].consumers
-    return outs[0] if len(outs) == 1 and outs[0].op_type == "LayerNormalization" else None
 
 
 def fusion_partner(node: Node) -> Node | None:

@@ -142,6 +142,19 @@ _QDQ_OPS = 2
 _EPILOGUE_OPS = {"Relu": 1, "Add": 1, "BatchNormalization": 1}
 
 
+def _conv_shape_reason(node: Node, weight: int) -> str | None:
+    """Why the convolution of input 0 by input `weight` has no output shape the kernels can make, or None."""
+    x, w = node.inputs[0], node.inputs[weight]
+    try:
+        conv_output_shape(x.shape, w.shape, auto_pad=node.attr("auto_pad", "NOTSET"),
+                          dilations=node.attr("dilations"), group=int(node.attr("group", 1)),
+                          kernel_shape=node.attr("kernel_shape"), pads=node.attr("pads"),
+                          strides=node.attr("strides"))
+    except DispatchError as e:
+        return str(e).rstrip(".")
+    return None
+
+
 @dataclass(frozen=True)
 class AsicParams:
     """The [asic] table, checked: the timing and energy configs plus the target's own limits."""
@@ -445,15 +458,7 @@ class AsicTarget(Target):
         if not _compile_time(node.input(1)):
             return ("Conv weights are computed at run time; the ASIC needs constant filters (or the "
                     "DequantizeLinear of constant ones)")
-        x, w = node.inputs[0], node.inputs[1]
-        try:
-            conv_output_shape(x.shape, w.shape, auto_pad=node.attr("auto_pad", "NOTSET"),
-                              dilations=node.attr("dilations"), group=int(node.attr("group", 1)),
-                              kernel_shape=node.attr("kernel_shape"), pads=node.attr("pads"),
-                              strides=node.attr("strides"))
-        except DispatchError as e:
-            return str(e).rstrip(".")
-        return None
+        return _conv_shape_reason(node, 1)
 
     def _check_quant(self, node: Node) -> str | None:
         """An integer op: int8 in the spec's dtypes; 8-bit operands and zero points, float32 scales (per
@@ -481,15 +486,8 @@ class AsicTarget(Target):
         if q.requantizes and (node.inputs[q.scales[0]].size != 1 or node.inputs[q.scales[2]].size != 1):
             return f"{op} scales of the input and output must be per tensor"
         if q.weight is not None:
-            x, w = node.inputs[0], node.inputs[q.weight]
-            try:
-                conv_output_shape(x.shape, w.shape, auto_pad=node.attr("auto_pad", "NOTSET"),
-                                  dilations=node.attr("dilations"), group=int(node.attr("group", 1)),
-                                  kernel_shape=node.attr("kernel_shape"), pads=node.attr("pads"),
-                                  strides=node.attr("strides"))
-            except DispatchError as e:
-                return str(e).rstrip(".")
-        elif min(len(node.inputs[q.operands[0]].shape), len(node.inputs[q.operands[1]].shape)) < 1:
+            return _conv_shape_reason(node, q.weight)
+        if min(len(node.inputs[q.operands[0]].shape), len(node.inputs[q.operands[1]].shape)) < 1:
             return f"{op} operands must have rank 1 or more"
         return None
 
