@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 from onnx import helper, numpy_helper
 
 from dispatch.attributes import check_attributes
@@ -78,8 +79,31 @@ def load_model_proto(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.
     if model.ir_version <= 0 or not model.HasField("graph") or len(model.graph.node) == 0:
         raise DispatchError(f"'{path}' is not an ONNX model (no IR version or no graph nodes); check that "
                             "the file is an .onnx model and was not truncated.")
+    _check_strings(model, f"'{path}'")
     _load_external_data(model, path.parent)
     return model, str(path)
+
+
+def _check_strings(message: Message, where: str) -> None:
+    """Check every string field is UTF-8 (protobuf does not check proto2 strings when parsing), so that a
+    corrupt name fails here as one sentence, not later as UnicodeDecodeError. Bytes fields (tensor data)
+    are not touched."""
+    for field in message.DESCRIPTOR.fields:
+        if field.type not in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE):
+            continue
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        if not repeated and field.type == FieldDescriptor.TYPE_MESSAGE and not message.HasField(field.name):
+            continue
+        value = getattr(message, field.name)
+        if field.type == FieldDescriptor.TYPE_STRING:
+            # upb hands back the raw bytes of a string that is not UTF-8 (assigning them elsewhere raises)
+            if any(isinstance(v, bytes) for v in (value if repeated else [value])):
+                raise DispatchError(f"{where} holds a {field.name} that is not valid UTF-8; the file is "
+                                    "corrupt: re-export the model.")
+            continue
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            for item in (value if repeated else [value]):
+                _check_strings(item, where)
 
 
 def _load_external_data(model: onnx.ModelProto, base: Path) -> None:

@@ -320,3 +320,15 @@ def test_op_type_that_is_not_utf8_is_one_sentence(tmp_path):
     with pytest.raises(DispatchError, match="not valid UTF-8"):
         load(str(path))
     check_mutation(data)  # the CLI: exit 2, one line
+
+
+def test_graph_name_that_is_not_utf8_is_one_sentence(tmp_path):
+    # found by the mutation fuzzer (2,000 examples): the graph's name b"\x80onv" raised UnicodeDecodeError
+    # in dispatch.frontend._light_copy; every string field is now decoded once, at load
+    data = SMALL[0].replace(b"\x12\x04conv", b"\x12\x04\x80onv", 1)
+    assert data != SMALL[0]
+    path = tmp_path / "m.onnx"
+    path.write_bytes(data)
+    with pytest.raises(DispatchError, match="name that is not valid UTF-8"):
+        load(str(path))
+    check_mutation(data)
