@@ -137,6 +137,11 @@ class Dispatcher:
         for label, tol in (("rtol", rtol), ("atol", atol)):
             if isinstance(tol, bool) or not isinstance(tol, int | float) or not np.isfinite(tol) or tol < 0:
                 raise DispatchError(f"{label} must be a finite non-negative number, not {tol!r}; fix it.")
+        for label, text in (("strategy", strategy), ("objective", objective)):
+            if not isinstance(text, str):
+                raise DispatchError(f"{label} must be a name (a str), not {text!r}; see the README.")
+        if plan_options is not None and not isinstance(plan_options, Mapping):
+            raise DispatchError(f"plan_options must map option names to values, not {plan_options!r}.")
         self.strategy, self.objective = strategy, objective
         self.rtol, self.atol = rtol, atol
         self.plan_cache_size = plan_cache_size

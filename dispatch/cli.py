@@ -294,8 +294,8 @@ def run(argv: Sequence[str]) -> int:
     if args.ops != "all" and not (args.ops.isascii() and args.ops.isdigit()):  # '²'.isdigit() is True
         raise DispatchError(f"--ops takes a number or 'all', not '{args.ops}'.")
     ops: str | int = args.ops if args.ops == "all" else int(args.ops)
-    if args.repeat < 0:
-        raise DispatchError(f"--repeat takes a count of 0 or more, not {args.repeat}.")
+    if not 0 <= args.repeat <= 1_000_000:  # a count beyond a million timed runs is a typo, not a measurement
+        raise DispatchError(f"--repeat takes a count of 0 or more (at most 1000000), not {args.repeat}.")
     if args.no_run and (args.inputs or args.outputs):
         raise DispatchError("--no-run executes nothing, so --inputs/--outputs have no effect; drop one of "
                             "them.")
