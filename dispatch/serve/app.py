@@ -49,6 +49,7 @@ from dispatch.serve.protocol import (
 __all__ = ["DispatcherModel", "OrtModel", "create_app", "AppState"]
 
 VERSION = "1"  # each model is served in one version
+DRAIN_BYTES = 64 << 20  # a refused body up to this size is read to its end before the 413 goes out
 
 
 def _meta(name: str, dtype: np.dtype | None, dims: Any, what: str) -> TensorMeta:
@@ -209,14 +210,28 @@ async def _body(request: Request, limit: int) -> bytes:
     too_big = ProtocolError(f"The request body is over the server's limit of {limit} bytes; send smaller "
                             "tensors or raise --max-body-mb.", 413)
     if declared is not None and declared.isdigit() and int(declared) > limit:
+        if int(declared) <= DRAIN_BYTES:
+            await _drain(request)
         raise too_big
     chunks, n = [], 0
     async for chunk in request.stream():
         n += len(chunk)
         if n > limit:
+            if n <= DRAIN_BYTES:
+                await _drain(request, DRAIN_BYTES - n)
             raise too_big
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _drain(request: Request, budget: int = DRAIN_BYTES) -> None:
+    """Read and drop the rest of a refused body (at most `budget` bytes): a client still sending when the
+    server answers and closes gets its connection reset instead of the 413 sentence (measured: urllib's
+    ECONNRESET on a 2 MiB body against a 1 MiB limit)."""
+    async for chunk in request.stream():
+        budget -= len(chunk)
+        if budget < 0:
+            return
 
 
 def create_app(state: AppState) -> Starlette:
