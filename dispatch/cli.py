@@ -288,6 +288,24 @@ def _spec_paths(targets: str | None) -> list[str]:
             for v in [item.split("=", 1)[1].strip()] if v.endswith(".toml")]
 
 
+def _external_data_paths(model: str, outputs: Mapping[str, str | None]) -> list[str]:
+    """The external-data files the model names, read (without its data) only when an output lies in the
+    model's folder: writing over one would destroy the model's weights."""
+    folder = Path(model).resolve().parent
+    if not Path(model).is_file() or not any(p and Path(p).resolve().is_relative_to(folder)
+                                            for p in outputs.values()):
+        return []
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    try:
+        proto = onnx.load(model, load_external_data=False)
+    except Exception:  # an unreadable model is refused later, with its own sentence
+        return []
+    return [str(folder / e.value) for t in _get_all_tensors(proto)
+            for e in t.external_data if e.key == "location"]
+
+
 # -- the command ----------------------------------------------------------------------------------------
 def run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
@@ -299,9 +317,10 @@ def run(argv: Sequence[str]) -> int:
     if args.no_run and (args.inputs or args.outputs):
         raise DispatchError("--no-run executes nothing, so --inputs/--outputs have no effect; drop one of "
                             "them.")
-    _check_writable({"--json": args.json, "--trace": args.trace, "--dot": args.dot,
-                     "--annotate": args.annotate, "--save-plan": args.save_plan, "--outputs": args.outputs},
-                    [args.model, args.inputs, args.load_plan, *_spec_paths(args.targets)])
+    writes = {"--json": args.json, "--trace": args.trace, "--dot": args.dot, "--annotate": args.annotate,
+              "--save-plan": args.save_plan, "--outputs": args.outputs}
+    _check_writable(writes, [args.model, args.inputs, args.load_plan, *_spec_paths(args.targets),
+                             *_external_data_paths(args.model, writes)])
     from dispatch.api import Dispatcher
     from dispatch.budget import resolve_budget
     from dispatch.frontend import parse_shapes

@@ -589,6 +589,14 @@ def _out(*flags: str, run: bool = False):
     return build
 
 
+def _ext_out(flag: str):
+    def build(d: Path) -> list[str]:
+        model = _save(d, _ext("w.bin")(d))
+        return [model, flag, str(d / "model" / "w.bin"), "--no-run", "--quiet"]
+
+    return build
+
+
 OUTPUTS = [
     Case("outputs", i, b, 2, frag)
     for i, b, frag in [
@@ -603,6 +611,8 @@ OUTPUTS = [
         ("--save-plan into a missing folder", _out("--save-plan", "{out}/x/p.json"), ""),
         ("--trace and --dot on one path", _out("--trace", "{out}/a", "--dot", "{out}/a"), "both write"),
         ("--outputs a folder", _out("--outputs", "{out}", run=True), ""),
+        ("--json over the external data", _ext_out("--json"), "would overwrite"),
+        ("--annotate over the external data", _ext_out("--annotate"), "would overwrite"),
         ("--outputs over the inputs", None, "would overwrite"),
         ("--json via a symlink to the model", None, "would overwrite"),
     ]
