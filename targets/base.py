@@ -72,6 +72,8 @@ def require(table: Mapping[str, Any], key: str, where: str, *, positive: bool = 
     v = table[key]
     if isinstance(v, bool) or not isinstance(v, kind):
         raise DispatchError(f"{where}: '{key}' must be {getattr(kind, '__name__', 'a number')}, not {v!r}.")
+    if isinstance(v, float) and not math.isfinite(v):  # TOML reads inf and nan as floats
+        raise DispatchError(f"{where}: '{key}' must be a finite number, not {v}; fix the value.")
     if positive and isinstance(v, (int, float)) and not v > 0:
         raise DispatchError(f"{where}: '{key}' must be positive, not {v}; fix the value.")
     return v

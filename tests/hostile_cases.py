@@ -331,6 +331,11 @@ SPECS = [
             _sub("memory_bandwidth_GBps = 21.0", "memory_bandwidth_GBps = nan"),
             "memory_bandwidth_GBps",
         ),
+        (  # regression: inf passed the "positive" check and planned with free memory traffic
+            "bandwidth inf",
+            _sub("memory_bandwidth_GBps = 21.0", "memory_bandwidth_GBps = inf"),
+            "must be a finite number",
+        ),
         (
             "bandwidth a string",
             _sub("memory_bandwidth_GBps = 21.0", 'memory_bandwidth_GBps = "fast"'),
@@ -347,7 +352,7 @@ SPECS = [
         ("efficiency zero", _sub("gemm = 0.50", "gemm = 0.0"), "gemm"),
         ("threads negative", _sub("threads = 1 ", "threads = -4 "), "threads"),
         ("power negative", _sub("active_w = 7.5", "active_w = -7.5"), "active_w"),
-        ("power inf", _sub("active_w = 7.5", "active_w = inf"), "energy_j=inf"),
+        ("power inf", _sub("active_w = 7.5", "active_w = inf"), "'active_w' must be a finite number"),
         ("link latency a bool", _sub("latency_us = 0.0", "latency_us = true"), "latency_us"),
         ("memory bytes zero", _sub("memory_bytes = 25276514304", "memory_bytes = 0"), "memory_bytes"),
     ]
