@@ -342,6 +342,13 @@ def _check(light: onnx.ModelProto) -> None:
     except UnicodeDecodeError as e:  # a name or op type whose bytes are not UTF-8 (a corrupt file)
         raise DispatchError(f"The model holds a string that is not valid UTF-8 ({e.reason} at byte "
                             f"{e.start}); the file is corrupt: re-export the model.") from None
+    for v in (*light.graph.input, *light.graph.output):  # onnx.checker lets a negative size through
+        if v.type.WhichOneof("value") != "tensor_type":
+            continue
+        dims = [d.dim_value for d in v.type.tensor_type.shape.dim]
+        if any(d.HasField("dim_value") and d.dim_value < 0 for d in v.type.tensor_type.shape.dim):
+            raise DispatchError(f"The model declares {v.name!r} with shape {dims}, and a size cannot be "
+                                "negative; fix the declaration or leave that dimension symbolic.")
 
 
 def _check_inferred_sizes(light: onnx.ModelProto, budget: int) -> None:

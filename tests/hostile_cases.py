@@ -194,6 +194,7 @@ MODEL = [
     ),
     ("ir version 0", _edit(lambda m: setattr(m, "ir_version", 0))),
     ("huge dims declared", _edit(_set_dims([2**62, 4]))),
+    ("negative dims declared", _edit(_set_dims([-2, 4]))),  # regression: planned with --no-run, exit 0
     ("string tensor into Conv", _string_conv),
     ("graph output produced by nothing", _edit(lambda m: m.graph.output.append(_vi("nowhere", [2])))),
     ("initializer raw data too short", _edit(_raw_too_short)),
