@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,42 +149,27 @@ class CachedTarget(Target):
         return getattr(self.inner, attr)
 
     # Each question: a dict lookup by node index, else ask the target once (Problem.build asks these four
-    # of every node on every target, so the lookup is kept to one dict get on a hit).
-    def unsupported_reason(self, node: Node) -> str | None:
-        v = self._why.get(node.index, _MISS)
+    # of every node on every target, so a hit is one dict get and one call).
+    def _ask(self, table: dict[int, Any], node: Node, question: Callable[..., Any], *args: Any) -> Any:
+        v = table.get(node.index, _MISS)
         if v is _MISS:
             self.misses += 1
-            v = self._why[node.index] = self.inner.unsupported_reason(node)
+            v = table[node.index] = question(node, *args)
         else:
             self.hits += 1
         return v
+
+    def unsupported_reason(self, node: Node) -> str | None:
+        return self._ask(self._why, node, self.inner.unsupported_reason)
 
     def cost(self, node: Node, op: OpCost) -> Cost:
-        v = self._cost.get(node.index, _MISS)
-        if v is _MISS:
-            self.misses += 1
-            v = self._cost[node.index] = self.inner.cost(node, op)
-        else:
-            self.hits += 1
-        return v
+        return self._ask(self._cost, node, self.inner.cost, op)
 
     def fusion(self, node: Node, op: OpCost) -> tuple[str, Cost] | None:
-        v = self._fusion.get(node.index, _MISS)
-        if v is _MISS:
-            self.misses += 1
-            v = self._fusion[node.index] = self.inner.fusion(node, op)
-        else:
-            self.hits += 1
-        return v
+        return self._ask(self._fusion, node, self.inner.fusion, op)
 
     def weight_bytes(self, node: Node, op: OpCost) -> int:
-        v = self._wbytes.get(node.index, _MISS)
-        if v is _MISS:
-            self.misses += 1
-            v = self._wbytes[node.index] = self.inner.weight_bytes(node, op)
-        else:
-            self.hits += 1
-        return v
+        return self._ask(self._wbytes, node, self.inner.weight_bytes, op)
 
     def segment_overhead(self) -> Cost:
         return self.inner.segment_overhead()
