@@ -310,25 +310,19 @@ def test_unmutated_small_models_run():
         assert tally["ran"] == 1 and tally["cli exit 0"] == 1, tally
 
 
-def test_op_type_that_is_not_utf8_is_one_sentence(tmp_path):
-    # found by the mutation fuzzer: a flipped bit in "Conv" (b"\x80onv") made onnx.checker raise
-    # UnicodeDecodeError through dispatch.frontend.load
-    data = SMALL[0].replace(b"\x04Conv", b"\x04\x80onv", 1)
+@pytest.mark.parametrize(("old", "new", "words"), [
+    # a flipped bit in "Conv" (b"\x80onv") made onnx.checker raise UnicodeDecodeError through load
+    (b"\x04Conv", b"\x04\x80onv", "not valid UTF-8"),
+    # (2,000 examples) the graph's name b"\x80onv" raised UnicodeDecodeError in dispatch.frontend._light_copy;
+    # every string field is now decoded once, at load
+    (b"\x12\x04conv", b"\x12\x04\x80onv", "name that is not valid UTF-8"),
+], ids=["op type", "graph name"])
+def test_string_that_is_not_utf8_is_one_sentence(tmp_path, old, new, words):
+    # found by the mutation fuzzer
+    data = SMALL[0].replace(old, new, 1)
     assert data != SMALL[0]
     path = tmp_path / "m.onnx"
     path.write_bytes(data)
-    with pytest.raises(DispatchError, match="not valid UTF-8"):
+    with pytest.raises(DispatchError, match=words):
         load(str(path))
     check_mutation(data)  # the CLI: exit 2, one line
-
-
-def test_graph_name_that_is_not_utf8_is_one_sentence(tmp_path):
-    # found by the mutation fuzzer (2,000 examples): the graph's name b"\x80onv" raised UnicodeDecodeError
-    # in dispatch.frontend._light_copy; every string field is now decoded once, at load
-    data = SMALL[0].replace(b"\x12\x04conv", b"\x12\x04\x80onv", 1)
-    assert data != SMALL[0]
-    path = tmp_path / "m.onnx"
-    path.write_bytes(data)
-    with pytest.raises(DispatchError, match="name that is not valid UTF-8"):
-        load(str(path))
-    check_mutation(data)
