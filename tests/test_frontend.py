@@ -19,7 +19,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import models
-from dispatch import Dispatcher, frontend
+from dispatch import Dispatcher, fold
 from dispatch.analysis import analyze
 from dispatch.errors import DispatchError
 from dispatch.frontend import MAX_OPSET, load, parse_shapes
@@ -427,13 +427,13 @@ def test_quantized_weights_stay_quantized():
 
 def test_huge_expanding_constant_is_not_materialised(monkeypatch: pytest.MonkeyPatch):
     evaluated: list[str] = []
-    real = frontend._evaluate
+    real = fold._evaluate
 
     def spy(nodes: list[onnx.NodeProto], feeds: dict[str, np.ndarray], opset: int) -> dict[str, np.ndarray]:
         evaluated.extend(n.op_type for n in nodes)
         return real(nodes, feeds, opset)
 
-    monkeypatch.setattr(frontend, "_evaluate", spy)
+    monkeypatch.setattr(fold, "_evaluate", spy)
     nodes = [helper.make_node("ConstantOfShape", ["shape"], ["c"]),
              helper.make_node("Add", ["x", "c"], ["y"])]
     graph = load(fold_model(nodes, {"shape": np.array([4096, 8192], np.int64)}, [4096, 8192],
@@ -600,19 +600,19 @@ def test_scalar_index_from_torch_export(tmp_path: Path):
 
 def test_folded_value_whose_shape_disagrees_with_inference_is_kept(monkeypatch: pytest.MonkeyPatch):
     """A scalar the evaluator hands back as 1-D would change a rank downstream: the node stays unfolded."""
-    real = frontend._evaluate
+    real = fold._evaluate
 
     def one_d(nodes: list[onnx.NodeProto], feeds: dict[str, np.ndarray], opset: int) -> dict[str, np.ndarray]:
         return {k: np.atleast_1d(v) for k, v in real(nodes, feeds, opset).items()}
 
-    monkeypatch.setattr(frontend, "_evaluate", one_d)
+    monkeypatch.setattr(fold, "_evaluate", one_d)
     nodes = [helper.make_node("ReduceSum", ["c"], ["s"], keepdims=0, name="sum"),
              helper.make_node("Mul", ["x", "s"], ["y"], name="mul")]
     model = fold_model(nodes, {"c": np.ones(3, np.float32)}, [2, 3, 4])
     graph = load(model)
     assert [n.name for n in graph.nodes] == ["sum", "mul"]
     assert graph.values["s"].shape == ()
-    monkeypatch.setattr(frontend, "_evaluate", real)
+    monkeypatch.setattr(fold, "_evaluate", real)
     graph = load(model)
     assert [n.name for n in graph.nodes] == ["mul"] and graph.values["s"].const.shape == ()
 
