@@ -11,23 +11,26 @@ among TensorRT, CUDA, CPU and recorded) and predict with the same roofline per o
 * `bytes`: activations stream at the cache bandwidth (`cache_bandwidth_GBps`, if the spec has one) when
   they fit in the last-level cache (`l2_bytes`), else at DRAM bandwidth; weights only when the whole
   model's weights stay resident between runs (a quarter of the cache), else from DRAM.
-* `overhead`: the kernel launch (spec `launch_us`) or, with a calibrated profile, the fitted fixed cost.
-  A profile may also scale the busy time of one kernel when compute- or memory-bound (`kernel_scale`).
+* `overhead`: per kernel, the host's launch (spec `launch_us`) or, with a calibrated profile, the fitted fixed
+  cost; under the TensorRT fusion table, whose engine is enqueued ahead of the device (or launched as one
+  CUDA graph), the device-side gap between back-to-back kernels instead (spec `kernel_gap_us`), the host's
+  cost being the segment's (`session_us`). A profile may also scale the busy time of one kernel when
+  compute- or memory-bound (`kernel_scale`).
 * Views (Reshape, Flatten ...) move nothing: only the fixed cost remains (none on a GPU: no kernel).
 
 Precision changes only the prediction (the model still runs in its own dtypes): for fp16/bf16 the
-float32 tensors a node touches are counted at 2 bytes per element, as they would be stored; tf32 keeps
-fp32 storage and only changes the matrix peak.
+float32 tensors a node touches are counted at 2 bytes per element (int8 and fp8: 1), as they would be
+stored; tf32 keeps fp32 storage and only changes the matrix peak.
 
-Fusion. onnxruntime's graph transformers fold neighbours into one kernel (Conv+activation, Conv+residual
-Add, MatMul+bias Add -> Gemm, Gemm+activation, MatMul+scale -> FusedMatMul, the Erf GELU pattern -> Gelu,
-Add+LayerNormalization -> SkipLayerNormalization). A node such a transformer absorbs costs nothing extra
-(`absorbed_by` says why; `kernel_of` names the kernel its producer becomes), except activations a fused
-convolution applies as a second pass (`_SECOND_PASS`). That holds only when both run in one segment on this
-target, so `cost` prices every node as its own kernel and `fusion` names the partner (`fusion_partner`) and
-the saving; the partitioner and the plan subtract it only for a pair in one segment (docs/partitioning.md).
-The partner's kernel is priced as the fused one (`kernel_of`) either way. A test checks that the
-kernels these rules predict for the small zoo models are those of onnxruntime's optimised graph.
+Fusion (targets/fusion.py, one table per graph compiler). The table is onnxruntime's graph transformers
+("onnxruntime", the default) or TensorRT's builder ("tensorrt": when TensorRT is the provider here, or
+the spec's `[gpu] fusion = "tensorrt"`, or the `fusion` option of the target). A node the compiler folds
+into a neighbour's kernel costs nothing extra, except activations a fused convolution applies as a second
+pass (the table's `second_pass`). That holds only when both run in one segment on this target, so `cost`
+prices every node as its own kernel and `fusion` names the partner and the saving; the partitioner and the
+plan subtract it only for a pair in one segment (docs/partitioning.md). The partner's kernel is priced as
+the fused one (the table's `kernel_of`) either way; TensorRT's fused attention ("fMHA") is priced as both
+of its products, reading Q, K, V and writing its output once.
 
 Energy follows the linear utilisation model of Fan, Weber and Barroso ("Power provisioning for a
 warehouse-sized computer", ISCA 2007): P = idle_w + (active_w - idle_w) · u, where u is the share of the
@@ -49,6 +52,7 @@ from dispatch.cost import Cost, OpCost
 from dispatch.errors import DispatchError
 from dispatch.ir import Graph, Node
 from targets.base import Executable, Target, TargetSpec, list_presets, register_kind
+from targets.fusion import TABLES, FusionTable, absorbed_by, attention_members, fusion_partner, kernel_of
 from targets.roofline import PRECISIONS, STORE_BYTES, ClassParams, DeviceModel, GemmShape
 from targets.subgraph import extract_shared
 from targets.support import Support, gpu_support, local_support, signature
@@ -67,6 +71,7 @@ __all__ = [
     "session_options",
     "op_class",
     "absorbed_by",
+    "attention_members",
     "element_flops",
     "kernel_of",
     "fusion_partner",
@@ -82,14 +87,6 @@ _CLASS_OF = {
     "FastGelu": "elementwise", "BiasGelu": "elementwise", "SkipLayerNormalization": "normalization",
     "SimplifiedLayerNormalization": "normalization", "TopK": "reduction",
 }  # fmt: skip
-
-_ACTIVATIONS = ("Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid")  # ORT's FusedConv/FusedGemm
-# Activations a fused convolution still applies as a second pass over its output, so they keep their cost:
-# MLAS applies ReLU inside its convolution kernel and the others afterwards, and CUDA's fused convolution
-# (cuDNN's convolution-bias-activation) takes ReLU only. Measured here, 1x1 conv 16->96 at 112x112: 354 µs
-# alone, 360 µs with Relu, 471 µs with Clip.
-_SECOND_PASS = ("Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid")
-
 
 # -- providers and sessions ---------------------------------------------------------------------------
 def choose_provider(available: Sequence[str] | None = None, wanted: Sequence[str] | None = None) -> str:
@@ -133,155 +130,6 @@ def op_class(node: Node, op: OpCost) -> str:
     return _CLASS_OF.get(node.op_type, "other")
 
 
-def _sole(v: Any) -> Node | None:
-    """The producer of value v when v feeds exactly one node and is no graph output (so the producer may
-    absorb that node: onnxruntime fuses nothing whose intermediate tensor must be kept)."""
-    if v is None or v.producer is None or len(v.consumers) != 1 or v.is_graph_output:
-        return None
-    return v.producer
-
-
-def _is_scalar_const(v: Any) -> bool:
-    return v is not None and v.const is not None and v.const.size == 1
-
-
-def _add_fusion(node: Node) -> tuple[Node, str] | None:
-    """(the node an Add is folded into, why): its MatMul/Gemm/Conv producer or its LayerNormalization."""
-    a, b = node.input(0), node.input(1)
-    for x, y in ((a, b), (b, a)):
-        p = _sole(x)
-        if p is None:
-            continue
-        if p.op_type in ("MatMul", "Gemm") and y is not None and y.const is not None:
-            return p, f"bias of {p.name} (MatMulAddFusion)"
-        if (
-            p.op_type == "Conv"
-            and y is not None
-            and (y.const is not None or y.shape == node.outputs[0].shape)
-        ):
-            return p, f"sum into {p.name} (ConvAddFusion / NCHWc Conv with Sum)"
-    out = node.outputs[0]
-    if (
-        len(out.consumers) == 1
-        and not out.is_graph_output  # measured: onnxruntime keeps Add and LayerNormalization then
-        and out.consumers[0].op_type == "LayerNormalization"
-        and a is not None
-        and b is not None
-        and a.const is None
-        and b.const is None
-        and a.shape == b.shape
-    ):
-        return out.consumers[0], f"skip input of {out.consumers[0].name} (SkipLayerNormFusion)"
-    return None
-
-
-def _absorbed_add(node: Node) -> str | None:
-    fused = _add_fusion(node)
-    return fused[1] if fused else None
-
-
-def _add_partner(node: Node) -> Node | None:
-    fused = _add_fusion(node)
-    return fused[0] if fused else None
-
-
-def _has_bias(matmul: Node) -> bool:
-    """Whether MatMulAddFusion turns this MatMul and the Add after it into a Gemm."""
-    outs = matmul.outputs[0].consumers
-    return len(outs) == 1 and outs[0].op_type == "Add" and "MatMulAddFusion" in (_absorbed_add(outs[0]) or "")
-
-
-def _gelu_members(erf: Node) -> set[str]:
-    """Names of the nodes ORT's GeluFusion folds into `erf`: x/√2 -> Erf -> +1 -> ·x -> ·0.5."""
-    members: set[str] = set()
-    if erf.outputs[0].is_graph_output:  # onnxruntime keeps the Erf (measured: no Gelu then)
-        return members
-    div = _sole(erf.input(0))
-    if div is not None and div.op_type == "Div" and _is_scalar_const(div.input(1)):
-        members.add(div.name)
-    cur = erf
-    for op_type in ("Add", "Mul", "Mul"):
-        outs = cur.outputs[0].consumers
-        if len(outs) != 1 or outs[0].op_type != op_type or cur.outputs[0].is_graph_output:
-            break
-        cur = outs[0]
-        members.add(cur.name)
-    return members
-
-
-def fusion_partner(node: Node) -> Node | None:
-    """The node whose kernel absorbs `node` (see absorbed_by), or None when nothing absorbs it.
-
-    Every pair it names is joined by a chain of nodes each of whose only successor is the next one (an
-    activation after a Conv+Add is paired with the Conv, through the Add), so the two share a segment exactly
-    when the whole chain runs on one target (segments are convex)."""
-    why = absorbed_by(node)
-    if why is None:
-        return None
-    t = node.op_type
-    x = node.input(0)
-    if t in _ACTIVATIONS:
-        p = _sole(x)
-        if p is not None and p.op_type in ("Conv", "Gemm"):
-            return p
-        return _add_partner(p) if p is not None else None
-    if t == "Add" and "Gelu" not in why:
-        return _add_partner(node)
-    if "MatMulScaleFusion" in why:
-        src = node.input(1) if _is_scalar_const(x) else x
-        p = _sole(src)
-        if p is not None and p.op_type == "MatMul":
-            return p
-        return node.outputs[0].consumers[0]
-    seen = [node]
-    for _ in range(3):  # the Erf of the GELU this node is part of
-        nxt = []
-        for n in seen:
-            nxt += [p for p in n.predecessors] + n.successors
-        for n in nxt:
-            if n.op_type == "Erf" and node.name in _gelu_members(n):
-                return n
-        seen = nxt
-    return None
-
-
-def absorbed_by(node: Node) -> str | None:
-    """Why onnxruntime fuses this node into a neighbour (so it adds no kernel), or None."""
-    t = node.op_type
-    x = node.input(0)
-    if t in _ACTIVATIONS:
-        p = _sole(x)
-        if p is not None and p.op_type in ("Conv", "Gemm"):
-            return f"activation of {p.name} (FusedConv / FusedGemm)"
-        why = _absorbed_add(p) if p is not None and p.op_type == "Add" else None
-        if why and "SkipLayerNorm" not in why:
-            return f"activation after {p.name}, which is fused into its producer"
-    if t == "Add" and _absorbed_add(node):
-        return _absorbed_add(node)
-    if t in ("Mul", "Div") and (_is_scalar_const(node.input(1)) or (t == "Mul" and _is_scalar_const(x))):
-        src = node.input(1) if _is_scalar_const(x) else x
-        p = _sole(src)
-        if p is not None and p.op_type == "MatMul":
-            return f"scale of {p.name} (MatMulScaleFusion)"
-        out = node.outputs[0]
-        m = out.consumers[0] if len(out.consumers) == 1 and not out.is_graph_output else None
-        if m is not None and m.op_type == "MatMul" and not _has_bias(m):
-            # (a MatMul that takes a bias becomes a Gemm first, which takes no scale)
-            return f"scale of {m.name} (MatMulScaleFusion)"
-    if t in ("Div", "Add", "Mul"):
-        # Part of an Erf GELU: find the Erf within three hops and ask for its group.
-        seen = [node]
-        for _ in range(3):
-            nxt = []
-            for n in seen:
-                nxt += [p for p in n.predecessors] + n.successors
-            for n in nxt:
-                if n.op_type == "Erf" and node.name in _gelu_members(n):
-                    return f"part of the GELU at {n.name} (GeluFusion)"
-            seen = nxt
-    return None
-
-
 # -- work the analysis may not count -----------------------------------------------------------------
 # The work a kernel does per output element, for the roofline. The analysis counts FLOPs by convention (one
 # per elementary function, so Erf = 1); a CPU or GPU kernel evaluates erf, tanh or exp as a polynomial or
@@ -300,44 +148,6 @@ def element_flops(node: Node, op: OpCost) -> float:
     per = _ELEMENT_FLOPS.get(node.op_type, 0) if node.domain in ("", "ai.onnx", "com.microsoft") else 0
     out = node.outputs[0].size if node.outputs else 0
     return float(max(op.flops, per * out))
-
-
-def _kept_scale(p: Node, matmul: Node) -> bool:
-    """A scalar scale feeding only `matmul` whose output is also a graph output: onnxruntime folds the scale
-    into a FusedMatMul and keeps the Mul/Div for the graph output (measured)."""
-    out = p.outputs[0]
-    if p.op_type not in ("Mul", "Div") or not out.is_graph_output or len(out.consumers) != 1:
-        return False
-    if not (_is_scalar_const(p.input(1)) or (p.op_type == "Mul" and _is_scalar_const(p.input(0)))):
-        return False
-    return not _has_bias(matmul)
-
-
-def kernel_of(node: Node) -> str:
-    """The onnxruntime kernel this node becomes once its absorbed neighbours are fused into it."""
-    t = node.op_type
-    outs = node.outputs[0].consumers if node.outputs else []
-    if t == "LayerNormalization" and any(
-        p.op_type == "Add" and "SkipLayerNorm" in (_absorbed_add(p) or "") for p in node.predecessors
-    ):
-        return "SkipLayerNormalization"
-    if t == "Erf" and _gelu_members(node):
-        return "Gelu"
-    if t == "MatMul" and len(outs) == 1:
-        why = absorbed_by(outs[0]) or ""
-        if "MatMulScaleFusion" in why:
-            return "FusedMatMul"
-        if "MatMulAddFusion" in why:
-            return "Gemm"
-    if t == "MatMul" and any("MatMulScaleFusion" in (absorbed_by(p) or "") or _kept_scale(p, node)
-                             for p in node.predecessors):
-        return "FusedMatMul"
-    if t == "Conv":
-        w = node.input(1)
-        group = node.attr("group", 1)
-        if group > 1 and w is not None and w.shape and w.shape[1] > 1:
-            return "Conv(grouped)"  # neither dense nor depthwise: onnxruntime's im2col + GEMM per group
-    return t
 
 
 # -- the kernel as a GEMM (tile and wave quantisation, targets/roofline.py) --------------------------
@@ -476,6 +286,7 @@ class OrtTarget(Target):
         profile: Any = None,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
+        fusion: str | None = None,
     ) -> None:
         super().__init__(name, spec)
         if spec.kind != self.kind:
@@ -498,6 +309,7 @@ class OrtTarget(Target):
             )
         self.threads = threads or None  # onnxruntime intra-op threads; None: its default (all cores)
         self.provider = self._choose(providers)
+        self.fusion_table = self._fusion_table(fusion)
         self.base_model = DeviceModel.from_spec(spec)
         self.capacity_bytes = None  # weights stream from device memory; no on-chip limit
         self.profile = self._load_profile(profile)
@@ -505,6 +317,17 @@ class OrtTarget(Target):
 
     def _choose(self, providers: Sequence[str] | None) -> str:
         return choose_provider(wanted=providers)
+
+    def _fusion_table(self, fusion: str | None) -> FusionTable:
+        """The graph compiler's fusions: the `fusion` option, else the spec's `fusion` key, else TensorRT's
+        when TensorRT is the provider here, else onnxruntime's (targets/fusion.py)."""
+        name = fusion if fusion is not None else self.spec.params.get("fusion")
+        if name is None:
+            name = "tensorrt" if self.provider == "TensorrtExecutionProvider" else "onnxruntime"
+        if name not in TABLES:
+            raise DispatchError(f"Unknown fusion table {name!r} for spec '{self.spec.name}'; choose one of "
+                                f"{', '.join(TABLES)}.")
+        return TABLES[name]
 
     def _load_profile(self, profile: Any) -> Any:
         from dispatch.calibrate import Profile, find_profile
@@ -576,27 +399,35 @@ class OrtTarget(Target):
         return model_weight_bytes(node) <= self.model.cache_bytes / 4
 
     def fusion(self, node: Node, op: OpCost) -> tuple[str, Cost] | None:
-        """(the node whose kernel absorbs this one, this node's own cost) when onnxruntime fuses it away;
-        activations a fused convolution applies as a second pass (`_SECOND_PASS`) keep their cost."""
-        why = absorbed_by(node)
-        if not why or (node.op_type in _SECOND_PASS and "FusedConv" in why):
+        """(the node whose kernel absorbs this one, this node's own cost) when the graph compiler fuses it
+        away; activations a fused convolution applies as a second pass (the table's `second_pass`) keep
+        their cost."""
+        fused = self.fusion_table.fused(node)
+        if fused is None or fused[0] is None:
             return None
-        partner = fusion_partner(node)
-        return None if partner is None else (partner.name, self.cost(node, op))
+        partner, why = fused
+        if node.op_type in self.fusion_table.second_pass and "FusedConv" in why:
+            return None
+        return partner.name, self.cost(node, op)
 
     def cost(self, node: Node, op: OpCost) -> Cost:
         """The node as its own kernel; `fusion` says what is saved when onnxruntime folds it into another."""
         cls = op_class(node, op)
         precision = self.precision_of(node, op)
-        acts, weights = self._split_bytes(node, op, precision)
-        kernel = kernel_of(node)
-        flops = element_flops(node, op)
-        resident = self.weights_resident(node)
-        shape, vector = gemm_shape(node) if cls in ("gemm", "conv") else (None, False)
-        busy, overhead = self.model.roofline(cls, flops, acts, weights, precision, resident, kernel,
-                                             shape, vector)
+        kernel = self.fusion_table.kernel_of(node)
+        if kernel == "fMHA":
+            busy, overhead = self._attention_busy(node, precision)
+        else:
+            acts, weights = self._split_bytes(node, op, precision)
+            flops = element_flops(node, op)
+            resident = self.weights_resident(node)
+            shape, vector = gemm_shape(node) if cls in ("gemm", "conv") else (None, False)
+            busy, overhead = self.model.roofline(cls, flops, acts, weights, precision, resident, kernel,
+                                                 shape, vector)
         if cls == "view":
             busy = 0.0  # no data moves; only the fixed cost of the (aliasing) kernel call remains
+        elif self.fusion_table.stream:
+            overhead = self.model.kernel_gap_s  # enqueued ahead: the device-side gap, not a host launch
         a = node.input(0)
         if kernel == "Gemm" and node.op_type == "MatMul" and a is not None and a.shape and len(a.shape) > 2:
             # MatMulAddFusion flattens an N-D input for the Gemm: a Reshape before it and one after it
@@ -604,6 +435,20 @@ class OrtTarget(Target):
         latency = busy + overhead
         s = self.spec
         return Cost(latency, s.idle_w * latency + (s.active_w - s.idle_w) * busy)
+
+    def _attention_busy(self, pv: Node, precision: str) -> tuple[float, float]:
+        """TensorRT's fused attention at its P·V MatMul: both products (Q·Kᵀ and P·V, 2 · M · N · K each) on
+        the matrix units, tiled as Q·Kᵀ; Q, K, V read and the output written once, at the precision's
+        storage size (the scores stay on chip)."""
+        members = attention_members(pv)
+        assert members is not None and members[0] is pv
+        qk = members[1][0]
+        q, k, v, out = qk.input(0), qk.input(1), pv.input(1), pv.outputs[0]
+        flops = 2.0 * qk.outputs[0].size * q.shape[-1] + 2.0 * out.size * pv.input(0).shape[-1]
+        acts = sum(x.nbytes * (STORE_BYTES[precision] / 4 if x.dtype == np.float32 else 1.0)
+                   for x in (q, k, v, out))
+        shape, _ = gemm_shape(qk)
+        return self.model.roofline("gemm", flops, acts, 0.0, precision, False, "fMHA", shape)
 
     def segment_overhead(self) -> Cost:
         t = self.model.session_s
@@ -728,4 +573,4 @@ class CpuTarget(OrtTarget):
                 "A cpu target runs on CPUExecutionProvider only; drop the providers option "
                 "or use a gpu target."
             )
-        super().__init__(name, spec, precision, profile, ["CPUExecutionProvider"], threads)
+        super().__init__(name, spec, precision, profile, ["CPUExecutionProvider"], threads, "onnxruntime")

@@ -4,7 +4,9 @@ One kernel's busy time (`DeviceModel.roofline`):
 
     t = max(flops / (peak[precision] · eff_compute[class] · q), bytes / (bw · eff_memory[class]))
 
-and its fixed cost is the class' overhead (the kernel launch, spec `launch_us`, or a calibrated fixed cost).
+and its fixed cost is the class' overhead (the kernel launch, spec `launch_us`, or a calibrated fixed cost),
+or, for kernels enqueued ahead of the device (a TensorRT engine), the device-side gap between back-to-back
+kernels (spec `kernel_gap_us`; targets/gpu.py chooses).
 
 * `peak`: the spec's dense peak for the precision on the matrix units (tensor cores) for the classes gemm and
   conv, the fp32 vector peak (CUDA cores) for every other class and for depthwise/grouped convolutions.
@@ -124,6 +126,7 @@ class DeviceModel:
     memory_bytes: int
     launch_s: float
     session_s: float
+    kernel_gap_s: float = 0.0  # device-side cost per kernel on a stream fed ahead (no host launch between)
     classes: Mapping[str, ClassParams] = field(default_factory=dict)
     kernel_scale: Mapping[str, float] = field(default_factory=dict)  # 'Kernel/compute|memory' -> factor
     sm_count: int = 0  # 0: no tile/wave quantisation (CPUs)
@@ -151,8 +154,10 @@ class DeviceModel:
             cache_bw = require(p, "cache_bandwidth_GBps", where) * 1e9
         launch = require(p, "launch_us", where, positive=False)
         session = require(p, "session_us", where, positive=False)
-        if launch < 0 or session < 0:
-            raise DispatchError(f"{where}: 'launch_us' and 'session_us' must not be negative.")
+        gap = require(p, "kernel_gap_us", where, positive=False) if "kernel_gap_us" in p else launch
+        if launch < 0 or session < 0 or gap < 0:
+            raise DispatchError(f"{where}: 'launch_us', 'session_us' and 'kernel_gap_us' must not be "
+                                "negative.")
         eff = p.get("efficiency")
         if (
             not isinstance(eff, Mapping)
@@ -182,6 +187,7 @@ class DeviceModel:
             memory_bytes=int(require(p, "memory_bytes", where)),
             launch_s=launch * 1e-6,
             session_s=session * 1e-6,
+            kernel_gap_s=gap * 1e-6,
             classes=classes,
             sm_count=sms,
             ctas_per_sm=per_sm,
