@@ -19,6 +19,7 @@ from dispatch.errors import DispatchError
 from dispatch.frontend import load
 from dispatch.ir import Graph
 from targets.asic.kernels import KERNELS
+from targets.asic.mapping import map_gemm
 from targets.asic.target import AsicTarget
 from targets.asic.timing import conv_gemm_dims, energy_j, simulate_gemm
 from targets.base import SPEC_DIR, make_target
@@ -97,12 +98,15 @@ def test_tpu_preset_figures(tpu):
 
 def test_wse2_preset_figures():
     t = make_target("asic", "wse2-like")
-    # Derived, Cerebras publishes no peak: 13,281 arrays · 16·16 lanes · 2 FLOP · 1.1 GHz = 7.4799e15 FLOP/s,
-    # within 0.01% of 850,000 cores · 4 lanes · 2 · 1.1e9 = 7.48e15.
-    assert t.peak_flops == pytest.approx(13281 * 16 * 16 * 2 * 1.1e9)
-    assert t.peak_flops == pytest.approx(850_000 * 4 * 2 * 1.1e9, rel=1e-4)
+    # Derived, Cerebras publishes no peak: one 1×4 array per core (a 4-wide fp16 FMAC),
+    # 850,000 arrays · 1·4 lanes · 2 FLOP · 1.1 GHz = 7.48e15 FLOP/s.
+    a = t.params.array
+    assert (a.num_arrays, a.rows, a.cols, a.dataflow) == (850_000, 1, 4, "ws")
+    assert t.peak_flops == pytest.approx(850_000 * 4 * 2 * 1.1e9)
     assert t.capacity_bytes == 40_000_000_000  # 40 GB on-wafer SRAM, weights resident
-    assert t.params.array.offchip_bandwidth_Bps == pytest.approx(20e15)  # 20 PB/s
+    assert not a.shared_sram and a.weights_resident  # each core's 48 kB is its own
+    assert a.ifmap_sram_bytes + a.filter_sram_bytes + a.ofmap_sram_bytes == 48 * 1024
+    assert a.offchip_bandwidth_Bps == pytest.approx(220e15 / 8)  # the fabric: 220 Pb/s = 27.5 PB/s
     assert t.params.compute_dtype == "fp16"
 
 
@@ -301,10 +305,17 @@ def test_gemm_cost_golden(tpu):
                     [("Y", [64, 128])], {"W": RNG.standard_normal((256, 128)).astype(np.float32)}))
     node = g.node("mm")
     cfg = tpu.params.array
-    t = simulate_gemm(64, 256, 128, cfg)
-    # ws on 128×128: folds = ⌈256/128⌉·⌈128/128⌉ = 2, one round over 8 MXUs,
-    # per fold 2·128 + 128 + 64 − 2 = 446 cycles.
-    assert t.compute_cycles == 446 - 1
+    dealt = simulate_gemm(64, 256, 128, cfg)
+    # Folds dealt out (split=None): ws on 128×128, folds = ⌈256/128⌉·⌈128/128⌉ = 2, one round over 8 MXUs,
+    # per fold 2·128 + 128 + 64 − 2 = 446 cycles. Stall: off-chip D = (64·256 + 256·128 + 64·128)·2 =
+    # 114688 B at 1200e9/1.05e9 = 1142.86 B/cycle; the first fill, 2 MXUs · (64·128 + 128·128)·2 B = 98304 B,
+    # takes 86.02 cycles, the rest (14.3 cycles) hides under the 446-cycle fold: stall 87, total 445 + 87.
+    assert (dealt.compute_cycles, dealt.stall_cycles) == (446 - 1, 87)
+    t = map_gemm(64, 256, 128, cfg)
+    # The mapping splits M into 4 blocks of 16 rows as well (4·1·2 = 8 jobs, one per MXU): one fold of
+    # 2·128 + 128 + 16 − 2 = 398 cycles; the first fill, 8 · (16·128 + 128·128)·2 B, is more than D, so
+    # fill = D: ⌈114688 / 1142.86⌉ = ⌈100.35⌉ = 101 stall cycles; 397 + 101 = 498 < 532.
+    assert t.split == (4, 1, 2) and (t.compute_cycles, t.stall_cycles, t.total_cycles) == (397, 101, 498)
     c = tpu.cost(node, None)
     assert c.latency_s == t.total_cycles / 1.05e9
     assert c.energy_j == pytest.approx(energy_j(t, tpu.params.energy))
@@ -317,16 +328,24 @@ def test_batched_matmul_and_folded_batch(tpu):
     g = load(_model(nodes, [("A", [2, 3, 64, 32]), ("B", [2, 3, 32, 48])], [("Z", [2, 3, 64, 16])],
                     {"W": np.ones((48, 16), np.float32)}))
     cfg = tpu.params.array
-    # batched B: 2·3 = 6 GEMMs of 64×32×48; shared W: batch folds into M = 2·3·64 = 384.
+    # batched B: 2·3 = 6 GEMMs of 64×32×48, one fold each, one per MXU: split (1, 1, 1) is best.
     assert tpu.cost(g.node("bmm")).latency_s == simulate_gemm(64, 32, 48, cfg, batch=6).latency_s
-    assert tpu.cost(g.node("fold")).latency_s == simulate_gemm(384, 48, 16, cfg).latency_s
+    assert map_gemm(64, 32, 48, cfg, 6).split == (1, 1, 1)
+    # shared W: batch folds into M = 2·3·64 = 384, split into 8 blocks of 48 rows, one per MXU: a fold of
+    # 2·128 + 128 + 48 − 2 = 430 cycles instead of 2·128 + 128 + 384 − 2 = 766 on one MXU.
+    fold = map_gemm(384, 48, 16, cfg)
+    assert fold.split == (8, 1, 1) and fold.compute_cycles == 430 - 1
+    assert simulate_gemm(384, 48, 16, cfg).compute_cycles == 766 - 1
+    assert tpu.cost(g.node("fold")).latency_s == fold.latency_s
 
 
 def test_conv_and_epilogue_cost(tpu, cbr):
     cfg = tpu.params.array
     groups, m, k, n = conv_gemm_dims(1, 3, 8, (3, 3), (16, 16), 1)
     assert (groups, m, k, n) == (1, 256, 27, 8)  # M = 16·16 pixels, K = 3·3·3, N = 8
-    t = simulate_gemm(m, k, n, cfg)
+    t = map_gemm(m, k, n, cfg)
+    # 8 blocks of 32 pixels, one per MXU: a fold of 2·128 + 128 + 32 − 2 = 414 cycles
+    assert t.split == (8, 1, 1) and t.compute_cycles == 414 - 1
     # bias epilogue: ⌈1·8·16·16 / 2048 lanes⌉ = 1 cycle.
     assert tpu.cost(cbr.node("conv")).latency_s == pytest.approx(t.latency_s + 1 / 1.05e9)
     relu = tpu.cost(cbr.node("relu"))

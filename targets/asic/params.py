@@ -23,7 +23,7 @@ WORD_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 _REQUIRED = ("rows", "cols", "arrays", "clock_ghz", "dataflow", "ifmap_sram_kib", "filter_sram_kib",
              "ofmap_sram_kib", "offchip_bandwidth_GBps", "dtypes", "compute_dtype", "pj_per_mac",
              "pj_per_sram_byte", "pj_per_dram_byte", "vector_lanes", "pj_per_vector_op")
-_OPTIONAL = ("weight_capacity_bytes", "double_buffered", "launch_us", "macs_per_pe_cycle")
+_OPTIONAL = ("weight_capacity_bytes", "double_buffered", "launch_us", "macs_per_pe_cycle", "shared_sram")
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,9 @@ def parse_asic_params(table: Mapping[str, Any], where: str, idle_w: float) -> As
     double = table.get("double_buffered", True)
     if not isinstance(double, bool):
         raise DispatchError(f"{where}: 'double_buffered' must be true or false, not {double!r}.")
+    shared = table.get("shared_sram", True)  # false: private buffers per array, joined by a fabric
+    if not isinstance(shared, bool):
+        raise DispatchError(f"{where}: 'shared_sram' must be true or false, not {shared!r}.")
     launch_us = table.get("launch_us", 0.0)
     if (isinstance(launch_us, bool) or not isinstance(launch_us, (int, float)) or launch_us < 0
             or not math.isfinite(launch_us)):
@@ -138,7 +141,8 @@ def parse_asic_params(table: Mapping[str, Any], where: str, idle_w: float) -> As
         ifmap_sram_bytes=sram["ifmap_sram_kib"], filter_sram_bytes=sram["filter_sram_kib"],
         ofmap_sram_bytes=sram["ofmap_sram_kib"],
         offchip_bandwidth_Bps=_number(table, "offchip_bandwidth_GBps", where) * 1e9,
-        word_bytes=WORD_BYTES[compute], double_buffered=double)
+        word_bytes=WORD_BYTES[compute], double_buffered=double, shared_sram=shared,
+        weights_resident=capacity > 0)
     energy = EnergyConfig(
         pj_per_mac=_number(table, "pj_per_mac", where, positive=False),
         pj_per_sram_byte=_number(table, "pj_per_sram_byte", where, positive=False),

@@ -34,11 +34,12 @@ domain, within these limits:
 * Relu: always (in a supported dtype).
 
 Cost (``cost``). MatMul, Gemm and Conv (and their integer forms) map to GEMMs timed by
-``timing.simulate_gemm`` on ``AsicParams.timing_array(dtype)`` (the dtype's word size and MAC rate):
+``mapping.map_gemm`` (``timing.simulate_gemm`` under the split over the arrays of least cycles, see
+docs/wafer-scale.md) on ``AsicParams.timing_array(dtype)`` (the dtype's word size and MAC rate):
 
 * MatMul (..., M, K) @ (K, N) with a 2-D (or 1-D) B: the batch dims fold into M, one GEMM of
   (∏batch·M) × K × N. With a batched B every batch entry is its own GEMM: ``batch`` = ∏ of the
-  broadcast batch dims, spread over the arrays by ``simulate_gemm(..., batch=)``. 1-D operands give
+  broadcast batch dims, spread over the arrays by ``map_gemm(..., batch)``. 1-D operands give
   M = 1 or N = 1.
 * Gemm: M × K × N from A' and B' (transA, transB).
 * Conv: im2col, ``timing.conv_gemm_dims`` → groups × (M = N·∏out) × (K = C/g·∏k) × (N = C_out/g).
@@ -85,13 +86,13 @@ from targets.asic.kernels import (
     conv_output_shape,
     fold_batchnorm,
 )
+from targets.asic.mapping import map_gemm
 from targets.asic.params import DTYPE_NAMES, WORD_BYTES, AsicParams, parse_asic_params
 from targets.asic.qkernels import INT8_DTYPES, QKERNELS
 from targets.asic.timing import (
     GemmTiming,
     conv_gemm_dims,
     energy_j,
-    simulate_gemm,
 )
 from targets.base import Executable, Target, TargetSpec, register_kind
 
@@ -447,20 +448,20 @@ class AsicTarget(Target):
             k = a[-1]
             n = 1 if len(b) == 1 else b[-1]
             if len(b) <= 2:  # shared B: fold every row of A into M
-                return simulate_gemm(max(1, math.prod(a[:-1])), k, n, cfg)
+                return map_gemm(max(1, math.prod(a[:-1])), k, n, cfg)
             m = 1 if len(a) == 1 else a[-2]
             batch = math.prod(np.broadcast_shapes(a[:-2], b[:-2]))
-            return simulate_gemm(m, k, n, cfg, batch=max(1, batch))
+            return map_gemm(m, k, n, cfg, max(1, batch))
         if node.op_type == "Gemm":
             a, b = node.inputs[0].shape, node.inputs[1].shape
             m, k = (a[1], a[0]) if node.attr("transA", 0) else a
             n = b[0] if node.attr("transB", 0) else b[1]
-            return simulate_gemm(m, k, n, cfg)
+            return map_gemm(m, k, n, cfg)
         if op in ("Conv", "ConvInteger", "QLinearConv"):
             w_at = _QUANT_OPS[op].weight if op in _QUANT_OPS else 1
             x, w, y = node.inputs[0].shape, node.inputs[w_at].shape, node.outputs[0].shape
             groups, m, k, n = conv_gemm_dims(x[0], x[1], w[0], w[2:], y[2:], int(node.attr("group", 1)))
-            return simulate_gemm(m, k, n, cfg, batch=groups)
+            return map_gemm(m, k, n, cfg, groups)
         return None
 
     def _epilogue_ops(self, node: Node) -> int:

@@ -38,25 +38,52 @@ traffic is the array's operand reads (each fold reads its tiles: os A·⌈N/C⌉
 A·⌈N/C⌉ and B, is A and B·⌈M/C⌉), partial sums written every K fold and read back for the next,
 the fills from DRAM (writes) and the drain of outputs to DRAM (reads).
 
-With several arrays, folds are dealt out in rounds = ⌈folds/num_arrays⌉ and compute takes
-rounds·per_fold − 1 cycles. Stalls, with b = bandwidth/clock bytes per cycle, D = all off-chip
-bytes and f₀ = bytes of the first round of folds' input tiles (the arrays share the bandwidth):
+Several arrays (``num_arrays`` = A > 1) run one mapping (targets/asic/mapping.py picks it; the
+design is in docs/wafer-scale.md). A split (pm, pn, pk) cuts the output's M rows into pm blocks, its
+N columns into pn and the reduction K into pk slices, tile-aligned on the dimensions the array holds
+spatially (R or C) and element-wise on the one it streams (T); each (block, slice) is a job of
+m'×k'×n', the jobs (times ``batch``) are dealt out whole, ⌈jobs/A⌉ per array, and one job runs
+SCALE-Sim's folds of its sub-GEMM: rounds = ⌈jobs/A⌉·folds(m', k', n') and compute =
+rounds·per_fold(m', k', n') − 1. ``split=None`` deals the folds themselves (jobs of one tile each:
+the dealing this module always did), and (1, 1, 1) on one array is SCALE-Sim's count. Traffic:
+
+* shared SRAM (``shared_sram``, the default: the arrays share the buffers and one off-chip
+  interface) -- the whole GEMM's traffic above; partial sums of a K split add in the shared ofmap
+  buffer as K folds do, at no extra time;
+* private SRAM (a fabric between arrays) -- every job's own traffic against one array's buffers,
+  so inputs are replicated across the pn column blocks and weights across the pm row blocks,
+  except that ``weights_resident`` weights stay in the arrays (loaded with the model) when each
+  array's ⌈jobs/A⌉ weight blocks fit its filter buffer. Each array's links carry 1/A of the
+  bandwidth, so b below shrinks to b·min(A, jobs)/A. A K split writes each block once and, after
+  compute, adds its pk partial blocks in a tree: ⌈log2 pk⌉ levels, each sending ⌈jobs/A⌉·m'·n'
+  ``ACC_BYTES`` per array at b/A (hop latency not modelled); (pk − 1)·m'·n'·4 bytes per block in all.
+
+Stalls, with b = bandwidth/clock bytes per cycle, D = the off-array bytes above (reduction apart)
+and f₀ = the first job's first-fold input tiles times min(A, jobs) (the arrays share b):
 
     fill  = f₀ / b                                   (cannot overlap: nothing to compute yet)
     mem   = (D − f₀) / rounds / b                    per round
-    stall = fill + rounds · max(0, mem − per_fold)   double-buffered
-    stall = fill + rounds · mem   (= D / b)          single-buffered
+    stall = fill + rounds · max(0, mem − per_fold) + reduction     double-buffered
+    stall = fill + rounds · mem + reduction   (= D / b + reduction) single-buffered
 
-Energy: Horowitz, "Computing's energy problem", ISSCC 2014, 45 nm figures (``HOROWITZ_45NM_PJ``).
+Energy: ``energy_j`` with the figures of targets/asic/energy.py (Horowitz, ISSCC 2014).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from dispatch.errors import DispatchError
+from targets.asic.energy import (  # re-exported: the energy model's names live in targets/asic/energy.py
+    HOROWITZ_45NM_PJ,
+    MAC_PJ,
+    EnergyConfig,
+    _positive_int,
+    _positive_number,
+    horowitz_energy,
+)
 
 __all__ = [
     "ACC_BYTES",
@@ -68,33 +95,24 @@ __all__ = [
     "GemmTiming",
     "compute_cycles",
     "conv_gemm_dims",
+    "dealt_split",
     "energy_j",
     "fold_cycles",
     "folds",
     "horowitz_energy",
     "simulate_gemm",
+    "split_dims",
+    "tile_sizes",
 ]
 
 DATAFLOWS = ("os", "ws", "is")
 ACC_BYTES = 4  # partial sums accumulate in fp32 (or int32 for int8), 4 bytes either way
 
 
-def _positive_int(owner: str, name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise DispatchError(f"{owner}.{name} must be a positive integer, got {value!r}; fix the ASIC spec.")
-
-
 def _size(owner: str, name: str, value: object) -> None:
     """A tensor size: an integer >= 0 (0 for a zero-size tensor)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise DispatchError(f"{owner}.{name} must be a non-negative integer, got {value!r}.")
-
-
-def _positive_number(owner: str, name: str, value: object, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        kind = "a non-negative" if allow_zero else "a positive"
-        raise DispatchError(f"{owner}.{name} must be {kind} finite number, got {value!r}; fix the ASIC spec.")
 
 
 def _check_dataflow(dataflow: object) -> None:
@@ -125,6 +143,8 @@ class ArrayConfig:
     word_bytes: int
     double_buffered: bool = True
     macs_per_cycle: float = 1.0  # per PE for the operand dtype timed: below 1, a multi-pass multiplier
+    shared_sram: bool = True  # False: each array owns its buffers; operands and partial sums cross a fabric
+    weights_resident: bool = False  # weights stay in the arrays' filter buffers (loaded with the model)
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "num_arrays", "ifmap_sram_bytes", "filter_sram_bytes",
@@ -133,72 +153,10 @@ class ArrayConfig:
         for name in ("clock_hz", "offchip_bandwidth_Bps", "macs_per_cycle"):
             _positive_number("ArrayConfig", name, getattr(self, name))
         _check_dataflow(self.dataflow)
-        if not isinstance(self.double_buffered, bool):
-            raise DispatchError(
-                f"ArrayConfig.double_buffered must be true or false, got {self.double_buffered!r}.")
-
-
-# Horowitz, "Computing's energy problem", ISSCC 2014: rough energy costs at 45 nm, 0.9 V, in pJ.
-HOROWITZ_45NM_PJ = {
-    "int8_mult": 0.2, "int8_add": 0.03, "int32_add": 0.1,
-    "fp16_mult": 1.1, "fp16_add": 0.4, "fp32_mult": 3.7, "fp32_add": 0.9,
-    "sram_64bit_8KiB": 10.0, "sram_64bit_32KiB": 20.0, "sram_64bit_1MiB": 100.0,
-    "dram_per_bit_low": 20.0, "dram_per_bit_high": 40.0,  # 1.3–2.6 nJ per 64-bit access
-}
-
-# Energy of one multiply-accumulate with a 4-byte accumulator, from the table above: the operand
-# dtype's multiply plus a 32-bit add. bf16 uses the fp16 multiplier figure (an upper bound: its
-# 8-bit mantissa multiplier is smaller than fp16's 11-bit one).
-MAC_PJ = {
-    "fp32": HOROWITZ_45NM_PJ["fp32_mult"] + HOROWITZ_45NM_PJ["fp32_add"],  # 4.6
-    "fp16": HOROWITZ_45NM_PJ["fp16_mult"] + HOROWITZ_45NM_PJ["fp32_add"],  # 2.0
-    "bf16": HOROWITZ_45NM_PJ["fp16_mult"] + HOROWITZ_45NM_PJ["fp32_add"],  # 2.0
-    "int8": HOROWITZ_45NM_PJ["int8_mult"] + HOROWITZ_45NM_PJ["int32_add"],  # 0.3
-}
-
-
-@dataclass(frozen=True)
-class EnergyConfig:
-    """Dynamic energy per MAC and per byte moved, in picojoules, plus static power in watts."""
-
-    pj_per_mac: float
-    pj_per_sram_byte: float
-    pj_per_dram_byte: float
-    static_w: float
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            _positive_number("EnergyConfig", f.name, getattr(self, f.name), allow_zero=True)
-
-
-def horowitz_energy(dtype: str, static_w: float, *, sram_bank_bytes: int = 8 * 1024,
-                    dram_pj_per_bit: float = 20.0, logic_scale: float = 1.0) -> EnergyConfig:
-    """EnergyConfig from Horowitz's 45 nm figures, scaled as the caller documents.
-
-    MAC: the dtype's multiply + a 32-bit add (``MAC_PJ``). SRAM: the 64-bit read energy for a bank
-    of ``sram_bank_bytes``, interpolated log–log between Horowitz's 8 KiB (10 pJ), 32 KiB (20 pJ)
-    and 1 MiB (100 pJ) points and clamped outside them, divided by 8 bytes. ``logic_scale``
-    multiplies MAC and SRAM energy (process scaling from 45 nm to the preset's node; the preset
-    cites its factor). DRAM: ``dram_pj_per_bit`` × 8, not scaled with the logic node (Horowitz's
-    DDR3 range is 20–40 pJ/bit; HBM presets pass their own figure).
-    """
-    if dtype not in MAC_PJ:
-        raise DispatchError(f"No MAC energy for dtype {dtype!r}; use one of {', '.join(MAC_PJ)}.")
-    _positive_int("horowitz_energy", "sram_bank_bytes", sram_bank_bytes)
-    _positive_number("horowitz_energy", "logic_scale", logic_scale)
-    points = [(8 * 1024, HOROWITZ_45NM_PJ["sram_64bit_8KiB"]),
-              (32 * 1024, HOROWITZ_45NM_PJ["sram_64bit_32KiB"]),
-              (1024 * 1024, HOROWITZ_45NM_PJ["sram_64bit_1MiB"])]
-    size = min(max(sram_bank_bytes, points[0][0]), points[-1][0])
-    for (s0, e0), (s1, e1) in zip(points[:-1], points[1:], strict=True):
-        if size <= s1:
-            frac = math.log(size / s0) / math.log(s1 / s0)
-            sram_pj_64bit = math.exp(math.log(e0) + frac * math.log(e1 / e0))
-            break
-    return EnergyConfig(pj_per_mac=MAC_PJ[dtype] * logic_scale,
-                        pj_per_sram_byte=sram_pj_64bit / 8 * logic_scale,
-                        pj_per_dram_byte=dram_pj_per_bit * 8,
-                        static_w=static_w)
+        for name in ("double_buffered", "shared_sram", "weights_resident"):
+            if not isinstance(getattr(self, name), bool):
+                raise DispatchError(
+                    f"ArrayConfig.{name} must be true or false, got {getattr(self, name)!r}.")
 
 
 @dataclass(frozen=True)
@@ -215,6 +173,8 @@ class GemmTiming:
     sram_write_bytes: int
     utilization: float  # macs / (total_cycles · rows · cols · num_arrays)
     clock_hz: float
+    split: tuple[int, int, int] = (1, 1, 1)  # (pm, pn, pk): blocks of M, of N, slices of K
+    reduction_cycles: int = 0  # of stall_cycles: the tree adding a K split's partial sums
 
     @property
     def latency_s(self) -> float:
@@ -284,8 +244,10 @@ def conv_gemm_dims(batch: int, in_channels: int, out_channels: int, kernel_shape
     return groups, m, k, out_channels // groups
 
 
-def _offchip_traffic(m: int, k: int, n: int, cfg: ArrayConfig) -> tuple[int, int, int, int]:
-    """(dram_read, dram_write, sram_read, sram_write) bytes for one GEMM, as the module docstring says."""
+def _offchip_traffic(m: int, k: int, n: int, cfg: ArrayConfig,
+                     b_resident: bool = False) -> tuple[int, int, int, int]:
+    """(dram_read, dram_write, sram_read, sram_write) bytes for one GEMM, as the module docstring says;
+    ``b_resident``: the weights B are already in the filter buffer (no off-array read, no fill)."""
     r, c, w = cfg.rows, cfg.cols, cfg.word_bytes
     a, b, out = m * k, k * n, m * n
     a_fits = a * w <= cfg.ifmap_sram_bytes
@@ -304,6 +266,8 @@ def _offchip_traffic(m: int, k: int, n: int, cfg: ArrayConfig) -> tuple[int, int
         a_dram, b_dram = a, (b if b_fits else b * math.ceil(m / c))
         a_sram, b_sram = a, b * math.ceil(m / c)
         psum_tile = min(m, c) * n
+    if b_resident:
+        b_dram = 0
     spill = (k_folds - 1) * out * ACC_BYTES if psum_tile * ACC_BYTES > cfg.ofmap_sram_bytes else 0
     dram_read = (a_dram + b_dram) * w + spill
     dram_write = out * w + spill
@@ -318,22 +282,53 @@ def _offchip_traffic(m: int, k: int, n: int, cfg: ArrayConfig) -> tuple[int, int
     return dram_read, dram_write, sram_read, sram_write
 
 
-def _first_fill_bytes(m: int, k: int, n: int, cfg: ArrayConfig) -> int:
-    """Bytes of the input tiles one array needs before its first fold can start."""
+def _first_fill_bytes(m: int, k: int, n: int, cfg: ArrayConfig, b_resident: bool = False) -> int:
+    """Bytes of the input tiles one array needs before its first fold can start (A's tile, B's unless
+    it is resident)."""
     r, c = cfg.rows, cfg.cols
-    elems = {"os": min(m, r) * k + k * min(n, c),
-             "ws": min(k, r) * min(n, c) + m * min(k, r),
-             "is": min(k, r) * min(m, c) + min(k, r) * n}[cfg.dataflow]
-    return elems * cfg.word_bytes
+    a_tile, b_tile = {"os": (min(m, r) * k, k * min(n, c)),
+                      "ws": (m * min(k, r), min(k, r) * min(n, c)),
+                      "is": (min(k, r) * min(m, c), min(k, r) * n)}[cfg.dataflow]
+    return (a_tile + (0 if b_resident else b_tile)) * cfg.word_bytes
 
 
-def simulate_gemm(m: int, k: int, n: int, cfg: ArrayConfig, *, batch: int = 1) -> GemmTiming:
-    """Cycles, stalls and traffic of ``batch`` independent M×K×N GEMMs (e.g. conv groups).
+def tile_sizes(cfg: ArrayConfig) -> tuple[int, int, int]:
+    """The granule each of (M, K, N) is split in: R or C where the array holds it spatially, 1 (any
+    number of elements) for the dimension it streams."""
+    r, c = cfg.rows, cfg.cols
+    return {"os": (r, 1, c), "ws": (1, r, c), "is": (c, r, 1)}[cfg.dataflow]
 
-    Compute: rounds·per_fold − 1 with rounds = ⌈batch·folds/num_arrays⌉, which is SCALE-Sim's
-    count for batch = num_arrays = 1, divided by ``cfg.macs_per_cycle`` (rounded up) for a dtype that
-    runs at a fraction of the array's rate. Traffic and stalls as in the module docstring, summed over
-    the batch.
+
+def split_dims(m: int, k: int, n: int, cfg: ArrayConfig,
+               split: tuple[int, int, int]) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """((m', k', n'), (blocks of M, of N, slices of K)) of split (pm, pn, pk): each dimension of D
+    elements in granules of t is cut into p parts of ⌈⌈D/t⌉/p⌉ granules (the last part smaller),
+    which makes ⌈D/d'⌉ ≤ p parts."""
+    pm, pn, pk = split
+    for name, p in (("pm", pm), ("pn", pn), ("pk", pk)):
+        _positive_int("split", name, p)
+    subs, counts = [], []
+    for d, t, p in zip((m, k, n), tile_sizes(cfg), (pm, pk, pn), strict=True):
+        sub = min(d, math.ceil(math.ceil(d / t) / p) * t)
+        subs.append(sub)
+        counts.append(math.ceil(d / sub))
+    return (subs[0], subs[1], subs[2]), (counts[0], counts[2], counts[1])
+
+
+def dealt_split(m: int, k: int, n: int, cfg: ArrayConfig) -> tuple[int, int, int]:
+    """The split that deals out folds: every spatial dimension cut into its tiles, the streamed one
+    whole (one job per fold)."""
+    pm, pk, pn = (1 if t == 1 else math.ceil(d / t) for d, t in zip((m, k, n), tile_sizes(cfg), strict=True))
+    return pm, pn, pk
+
+
+def simulate_gemm(m: int, k: int, n: int, cfg: ArrayConfig, *, batch: int = 1,
+                  split: tuple[int, int, int] | None = None) -> GemmTiming:
+    """Cycles, stalls and traffic of ``batch`` independent M×K×N GEMMs (e.g. conv groups) under one
+    mapping: ``split`` = (pm, pn, pk) (module docstring), or None to deal out folds, or (1, 1, 1) on
+    a single array. For batch = num_arrays = 1 the compute is SCALE-Sim's count. Compute cycles are
+    divided by ``cfg.macs_per_cycle`` (rounded up) for a dtype that runs at a fraction of the array's
+    rate. ``targets.asic.mapping.map_gemm`` chooses the split that minimises the total.
     """
     _check_dims(m, k, n)
     _positive_int("simulate_gemm", "batch", batch)
@@ -343,26 +338,50 @@ def simulate_gemm(m: int, k: int, n: int, cfg: ArrayConfig, *, batch: int = 1) -
         return GemmTiming(macs=0, compute_cycles=0, stall_cycles=cycles, total_cycles=cycles,
                           dram_read_bytes=0, dram_write_bytes=out_bytes, sram_read_bytes=out_bytes,
                           sram_write_bytes=out_bytes, utilization=0.0, clock_hz=cfg.clock_hz)
-    per_fold = fold_cycles(m, k, n, cfg.rows, cfg.cols, cfg.dataflow)
-    total_folds = batch * folds(m, k, n, cfg.rows, cfg.cols, cfg.dataflow)
-    rounds = math.ceil(total_folds / cfg.num_arrays)
+    if split is None:
+        split = (1, 1, 1) if cfg.num_arrays == 1 else dealt_split(m, k, n, cfg)
+    (sm, sk, sn), (qm, qn, qk) = split_dims(m, k, n, cfg, split)
+    jobs = batch * qm * qn * qk
+    jobs_per_array = math.ceil(jobs / cfg.num_arrays)
+    per_fold = fold_cycles(sm, sk, sn, cfg.rows, cfg.cols, cfg.dataflow)
+    rounds = jobs_per_array * folds(sm, sk, sn, cfg.rows, cfg.cols, cfg.dataflow)
     compute = rounds * per_fold - 1
     if cfg.macs_per_cycle != 1.0:
         per_fold = math.ceil(per_fold / cfg.macs_per_cycle)  # the time each fold's operands stream for
         compute = math.ceil(compute / cfg.macs_per_cycle)
-    dram_read, dram_write, sram_read, sram_write = (batch * x for x in _offchip_traffic(m, k, n, cfg))
-    offchip = dram_read + dram_write
-    fill = min(_first_fill_bytes(m, k, n, cfg) * min(cfg.num_arrays, total_folds), offchip)
+    w = cfg.word_bytes
+    reduction = 0
+    if cfg.shared_sram:
+        resident = False
+        dram_read, dram_write, sram_read, sram_write = (batch * x for x in _offchip_traffic(m, k, n, cfg))
+    else:
+        resident = cfg.weights_resident and jobs_per_array * sk * sn * w <= cfg.filter_sram_bytes
+        dram_read, dram_write, sram_read, sram_write = (jobs * x for x in _offchip_traffic(sm, sk, sn, cfg,
+                                                                                            resident))
+        partial = batch * qm * qn * (qk - 1) * sm * sn  # a K split: all but one slice's outputs are psums
+        reduction = partial * ACC_BYTES  # sent once over the fabric, written and read at the adder
+        dram_write += reduction - partial * w
+        sram_read += reduction - partial * w
+        sram_write += reduction
+    offchip = dram_read + dram_write - reduction
+    active = min(cfg.num_arrays, jobs)
+    fill = min(_first_fill_bytes(sm, sk, sn, cfg, resident) * active, offchip)
     bytes_per_cycle = cfg.offchip_bandwidth_Bps / cfg.clock_hz
+    reduction_cycles = 0
+    if not cfg.shared_sram:  # each array's links carry 1/A of the fabric: idle arrays' share is lost
+        level = math.ceil(jobs_per_array * sm * sn * ACC_BYTES * cfg.num_arrays / bytes_per_cycle)
+        reduction_cycles = (qk - 1).bit_length() * level  # a tree of ⌈log2 pk⌉ levels
+        bytes_per_cycle *= active / cfg.num_arrays
     mem_per_round = (offchip - fill) / rounds / bytes_per_cycle
     overlap_loss = max(0.0, mem_per_round - per_fold) if cfg.double_buffered else mem_per_round
-    stall = math.ceil(fill / bytes_per_cycle + rounds * overlap_loss)
+    stall = math.ceil(fill / bytes_per_cycle + rounds * overlap_loss) + reduction_cycles
     total = compute + stall
     macs = batch * m * k * n
     util = macs / (total * cfg.rows * cfg.cols * cfg.num_arrays)
     return GemmTiming(macs=macs, compute_cycles=compute, stall_cycles=stall, total_cycles=total,
                       dram_read_bytes=dram_read, dram_write_bytes=dram_write, sram_read_bytes=sram_read,
-                      sram_write_bytes=sram_write, utilization=util, clock_hz=cfg.clock_hz)
+                      sram_write_bytes=sram_write, utilization=util, clock_hz=cfg.clock_hz,
+                      split=(qm, qn, qk), reduction_cycles=reduction_cycles)
 
 
 def energy_j(t: GemmTiming, e: EnergyConfig) -> float:
