@@ -1,7 +1,7 @@
 """Predicted against measured whole-model latency on onnxruntime's CPU provider, for every zoo model.
 
 Predicted: the sum over the model's nodes of the calibrated cpu target's cost (targets.gpu.CpuTarget, spec
-host-cpu, with the profile `dispatch.calibrate` saved; nodes onnxruntime fuses into a neighbour cost
+host-cpu, with the profile `dispatch.calibration` saved; nodes onnxruntime fuses into a neighbour cost
 nothing), plus one session call. Measured: the median wall time of InferenceSession.run on the whole model,
 with the target's own session options (ORT_ENABLE_ALL, its thread count), after a warm-up, in rounds
 over all models (the median of the round medians). The goal is
@@ -36,7 +36,7 @@ import onnxruntime as ort  # noqa: E402
 
 import models  # noqa: E402
 from dispatch.analysis import analyze_node  # noqa: E402
-from dispatch.calibrate import Profile, calibrate  # noqa: E402
+from dispatch.calibration import Profile, calibrate  # noqa: E402
 from dispatch.frontend import load  # noqa: E402
 from dispatch.ir import Graph  # noqa: E402
 from targets.base import make_target  # noqa: E402

@@ -419,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["calibrate"]:
-            from dispatch.calibrate import main_calibrate
+            from dispatch.calibration.cli import main_calibrate
 
             return main_calibrate(argv[1:])
         if argv[:1] in (["sweep"], ["plot"]):

@@ -53,6 +53,7 @@ from dispatch.errors import DispatchError
 from dispatch.ir import Graph, Node
 from targets.base import Executable, Target, TargetSpec, list_presets, register_kind
 from targets.fusion import TABLES, FusionTable, absorbed_by, attention_members, fusion_partner, kernel_of
+from targets.profile import Profile, find_profile
 from targets.roofline import PRECISIONS, STORE_BYTES, ClassParams, DeviceModel, GemmShape
 from targets.subgraph import extract_shared
 from targets.support import Support, gpu_support, local_support, signature
@@ -330,8 +331,6 @@ class OrtTarget(Target):
         return TABLES[name]
 
     def _load_profile(self, profile: Any) -> Any:
-        from dispatch.calibrate import Profile, find_profile
-
         if profile is False:
             return None
         if profile is None:

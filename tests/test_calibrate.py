@@ -11,22 +11,13 @@ import pytest
 
 import models
 from dispatch.analysis import analyze_node
-from dispatch.calibrate import (
-    Profile,
-    _fit_class,
-    _Point,
-    _unary,
-    calibrate,
-    calibration_cases,
-    find_profile,
-    main_calibrate,
-    measure_case,
-    profile_dir,
-    profile_filename,
-)
+from dispatch.calibration import calibrate, calibration_cases, main_calibrate, measure_case
+from dispatch.calibration.cases import _unary
+from dispatch.calibration.fit import Point, fit_class
 from dispatch.errors import DispatchError
 from dispatch.frontend import load
 from targets.base import make_target
+from targets.profile import Profile, find_profile, profile_dir, profile_filename
 
 
 def test_fit_recovers_known_efficiencies():
@@ -38,8 +29,8 @@ def test_fit_recovers_known_efficiencies():
         [(1e9, 1e6), (1e8, 1e5), (1e6, 1e8), (1e5, 1e7), (10, 100), (1e7, 2e6)]
     ):
         t = max(flops / (100e9 * truth[0]), nbytes / (10e9 * truth[1])) + truth[2]
-        pts.append(_Point(f"c{i}", "gemm", "MatMul", flops, nbytes, 0.0, 10e9, 10e9, 100e9, t))
-    c, m, o, fitted = _fit_class(pts, (0.3, 0.3, 1e-6))
+        pts.append(Point(f"c{i}", "gemm", "MatMul", flops, nbytes, 0.0, 10e9, 10e9, 100e9, t))
+    c, m, o, fitted = fit_class(pts, (0.3, 0.3, 1e-6))
     assert fitted == ("compute", "memory", "overhead")
     assert c == pytest.approx(0.6, rel=1e-3) and m == pytest.approx(0.8, rel=1e-3)
     assert o == pytest.approx(2e-6, rel=1e-2)
