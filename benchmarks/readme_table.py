@@ -141,6 +141,15 @@ def _fidelity(md: str, tables: Tables) -> str | None:
     return f"median absolute error {med.group(1)} over {med.group(2)} rows{inside}"
 
 
+def _wse(md: str, tables: Tables) -> str | None:
+    rows = _rows(tables, "batch")
+    if not rows:
+        return None
+    stem = ", ".join(f"batch {r['batch']}: {r['stem util before']} → {r['stem util after']}" for r in rows)
+    net = ", ".join(f"{r['network util before']} → {r['network util after']}" for r in rows)
+    return f"stem {stem}; whole network {net}"
+
+
 def _pipeline(md: str, tables: Tables) -> str | None:
     rows = _rows(tables, "how")
     row = next((r for r in rows if r["how"].startswith("pipelined") and "vs serial 1+1" in r), None)
@@ -215,6 +224,8 @@ ROWS = (
     Row("sweep", "design-space sweep (resnet50, bert, mobilenet_v2)",
         "≥ 3× over a plain `plan()` loop from caching alone, one worker; the same rows on 2 processes "
         "and Ray", _sweep),
+    Row("wse", "wse2-like (850,000 cores) utilisation on ResNet-50's Conv/Gemm layers, before → after the "
+        "many-array mapping", "not set (predicted; derivation in `docs/wafer-scale.md`)", _wse),
     Row("backend", "onnxruntime's backend test suite through the dispatcher", "every test passes or is "
         "excluded with a reason", _pytest),
 )
