@@ -33,7 +33,7 @@ NOTES = f"""## Reading the table
 - Each cell is one stage: **pass** or **FAIL**, with its wall time on this machine (measured). A stage that
   needs a failed one is `-` (not reached). Failures are listed in full below the table.
 - *torch*: building the module with random weights (BatchNorm statistics measured on random inputs, see
-  `models.corpus.torch_module`) and its forward pass on the inputs, the reference for every comparison.
+  `models.corpus_export.torch_module`) and its forward pass on the inputs, the reference for every comparison.
 - *export*: torch.onnx.export (TorchScript exporter, opset 17) of the module built with random weights from
   seed 0, then onnxruntime on the exported file against torch on the same inputs (time: export, or reading
   the cached file, plus one onnxruntime run). It also fails when torch's outputs are degenerate (not

@@ -11,7 +11,8 @@ import argparse
 import sys
 
 from dispatch.errors import DispatchError
-from models.corpus import CORPUS, build_corpus, get_corpus_entry
+from models.corpus import CORPUS, get_corpus_entry
+from models.corpus_export import build_corpus
 from models.zoo import build, get_entry, list_models, param_count
 
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from models.corpus import (
+from models.corpus import get_corpus_entry
+from models.corpus_export import (
     build_corpus,
     corpus_inputs,
-    get_corpus_entry,
     torch_flop_counts,
     torch_module,
     torch_outputs,

@@ -17,8 +17,9 @@ import pytest
 
 from dispatch.errors import DispatchError
 from models.__main__ import main
-from models.corpus import CORPUS, build_corpus, get_corpus_entry, list_corpus, require_libraries
+from models.corpus import CORPUS, get_corpus_entry, list_corpus, require_libraries
 from models.corpus_check import MAC_TOLERANCE, STAGES, asic_first, check, compare, degenerate
+from models.corpus_export import build_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,7 +137,7 @@ def test_flop_counter_counts_cpu_attention_and_lstm() -> None:
         require_libraries()
     except DispatchError as exc:
         pytest.skip(str(exc))
-    from models.corpus import torch_flop_counts
+    from models.corpus_export import torch_flop_counts
 
     # lstm: 2 layers, T = 32, H = 128, I = 64: 32·4·128·(64 + 128) + 32·4·128·(128 + 128) = 3,145,728 +
     # 4,194,304; gru: 2 directions, H = 96: 2·32·3·96·(64 + 96) = 2,949,120
@@ -173,7 +174,7 @@ def test_symbolic_export_through_the_dispatcher_at_other_shapes(targets: dict, s
     import torch
 
     from dispatch import Dispatcher
-    from models.corpus import torch_module
+    from models.corpus_export import torch_module
 
     module = torch_module("bert_dynamic")
     path = build_corpus("bert_dynamic", module=module)
