@@ -83,7 +83,12 @@ def run(batches: list[int]) -> str:
     t0 = time.perf_counter()
     graph = load("resnet50")
     nodes = [n for n in graph.nodes if n.op_type in ("Conv", "Gemm")]
-    after = make_target("asic", "wse2-like").params.array
+    target = make_target("asic", "wse2-like")
+    after = target.params.array
+    for node in nodes:  # the figures below are the ones the target prices with (AsicTarget.gemm_timing)
+        layer = gemm_dims(node, 1)
+        if target.gemm_timing(node) != map_gemm(layer.m, layer.k, layer.n, after, layer.groups):
+            raise SystemExit(f"{node.name}: the target's timing differs from map_gemm's; fix bench_wse.py.")
     out = [f"<!-- python benchmarks/bench_wse.py --batch {','.join(map(str, batches[1:]))} -->",
            "# wse2-like on ResNet-50: utilisation per layer, before and after the many-array mapping", "",
            "Predicted by the systolic model (targets/asic/timing.py, mapping.py), not measured: the design",
