@@ -22,7 +22,8 @@ def test_fixtures_load_with_sources_and_conditions():
     rows = bf.load_rows()
     assert len({r["id"] for r in rows}) == len(rows) >= 9
     for r in rows:
-        for key in ("source", "model", "part", "preset", "batch", "precision", "software", "metric", "value"):
+        for key in ("source", "model", "part", "preset", "batch", "precision", "software", "metric", "value",
+                    "fusion"):
             assert key in r, (r["id"], key)
         assert r["metric"] in ("latency_ms", "throughput_sps") and r["value"] > 0
         assert r["model"] in ("resnet50", "bert")
@@ -36,16 +37,21 @@ def test_fixtures_load_with_sources_and_conditions():
 def test_a_row_is_predicted_and_its_error_computed():
     # The benchmark's prediction function on one row, with a small graph standing in for the zoo model (the
     # whole-model rows run in the benchmark): a 4096x4096 fp32 MatMul at the row's precision (fp16) on the
-    # A100 40 GB figures. Per batch: one session call (20 µs) + the kernel: 137.4 GFLOP / (312e12 · 0.70 ·
-    # q), q = 512 / 540 (256x128 tiles: 512 tiles in 5 waves of 108) = 664.5 µs, + 5 µs launch.
+    # A100 40 GB figures, priced as the row was measured (TensorRT). Per batch: one session call (20 µs) +
+    # the kernel: 137.4 GFLOP / (312e12 · 0.70 · q), q = 512 / 540 (256x128 tiles: 512 tiles in 5 waves of
+    # 108) = 664.5 µs, + the 1 µs device-side gap (kernel_gap_us) in place of the 5 µs host launch.
     n = 4096
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "g",
                               [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "ab"],
                               [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
     g = load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     row = next(r for r in bf.load_rows() if r["id"] == "bert-a100-fp16-b1")
-    expected_s = 20e-6 + 2 * n**3 / (312e12 * 0.70 * 512 / 540) + 5e-6
+    assert row["fusion"] == "tensorrt" and bf.target_for(row).fusion_table.name == "tensorrt"
+    expected_s = 20e-6 + 2 * n**3 / (312e12 * 0.70 * 512 / 540) + 1e-6
     assert bf.predict(row, g) == pytest.approx(expected_s * 1e3)
+    # as onnxruntime's CUDA provider would run it: the host launch (5 µs) per kernel
+    assert bf.predict(row, g, "onnxruntime") == pytest.approx((expected_s + 4e-6) * 1e3)
+    assert bf.kernel_count(bf.target_for(row), g) == 1
     assert bf.error(row, bf.predict(row, g)) == pytest.approx(expected_s * 1e3 / 0.67 - 1)
     # the row's 1,555 GB/s replaces the preset's 2,039 (memory-bound Add of 3 · 64 MiB)
     assert bf.target_for(row).model.memory_bw == 1555e9
