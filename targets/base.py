@@ -146,12 +146,6 @@ def register_kind(kind: str) -> Callable[[type[Target]], type[Target]]:
     return deco
 
 
-def _ensure_kinds_loaded() -> None:
-    # Importing the modules registers the built-in kinds.
-    import targets.asic.target  # noqa: F401
-    import targets.gpu  # noqa: F401
-
-
 def list_presets() -> list[str]:
     return sorted(p.stem for p in SPEC_DIR.glob("*.toml"))
 
@@ -173,7 +167,6 @@ def load_spec(preset_or_path: str | Path) -> TargetSpec:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise DispatchError(f"Spec file '{p}' is not valid TOML ({e}); fix its syntax.") from None
     where = f"Spec '{p.name}'"
-    _ensure_kinds_loaded()
     kind = require(data, "kind", where, kind=str, positive=False)
     if kind not in TARGET_KINDS:
         raise DispatchError(f"{where} has kind '{kind}'; valid kinds are {', '.join(sorted(TARGET_KINDS))}.")

@@ -11,8 +11,9 @@ import pytest
 
 import models
 from dispatch.analysis import analyze_node
-from dispatch.calibration import calibrate, calibration_cases, main_calibrate, measure_case
+from dispatch.calibration import calibrate, calibration_cases, measure_case
 from dispatch.calibration.cases import _unary
+from dispatch.calibration.cli import main_calibrate
 from dispatch.calibration.fit import Point, fit_class
 from dispatch.errors import DispatchError
 from dispatch.frontend import load
