@@ -452,8 +452,8 @@ class Dispatcher:
         return out
 
     def report(self) -> dict[str, Any]:
-        """The JSON report data (DESIGN.md) for the default plan, with the last measurement and validation,
-        and the strategies compared so far (dispatch.report.build_report)."""
+        """The JSON report data (docs/architecture.md) for the default plan, with the last measurement and
+        validation, and the strategies compared so far (dispatch.report.build_report)."""
         from dispatch.report import build_report
 
         return build_report(self.graph, self.plan, self._targets, measurement=self._measurement,

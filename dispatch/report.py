@@ -1,4 +1,4 @@
-"""The report: plain data first (the JSON contract of DESIGN.md), then renderers for the terminal.
+"""The report: plain data first (the JSON contract, docs/architecture.md), then renderers for the terminal.
 
 `build_report(graph, plan, targets, ...)` is the one place the JSON report is assembled (the CLI and
 `Dispatcher.report()` both call it); `render_report(console, report)` draws it on a terminal from that same
@@ -203,7 +203,7 @@ def build_report(graph: Graph, plan: Any | None = None, targets: Mapping[str, An
                  costs: Sequence[OpCost] | None = None, measurement: Any | None = None,
                  validation: Any | None = None, strategies: Mapping[str, Mapping[str, Any]] | None = None,
                  inputs: str | None = None) -> dict[str, Any]:
-    """The JSON report (DESIGN.md, "The contract users script against"), keys in a fixed order.
+    """The JSON report (docs/architecture.md, "The JSON report contract"), keys in a fixed order.
 
     Sections with nothing to say are left out: no targets, no plan, no strategies, no measurement.
     `strategies` is the output of dispatch.partition.compare_strategies; `inputs` says where feeds came from.

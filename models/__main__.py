@@ -2,7 +2,7 @@
 ``python -m models corpus [NAME] [--out DIR] [--force]`` (list the corpus of third-party architectures, or
 export one; exporting needs ``pip install -e '.[corpus]'``).
 
-Exit codes as in DESIGN.md: 0 done, 2 bad input or usage (one sentence on stderr, no traceback).
+Exit codes as in docs/architecture.md: 0 done, 2 bad input or usage (one sentence on stderr, no traceback).
 """
 
 from __future__ import annotations
