@@ -22,13 +22,15 @@ Two tables:
     with a same-shape tensor: the residual Add), "Convolution and Scale" (BatchNormalization), "Fully
     Connected and Activation/ElementWise", "PointWise Fusion": adjacent point-wise layers, a whole GELU
     included, become one kernel). The producer's output may feed only element-wise nodes (they all join).
-  - attention: MatMul(Q, K) -> [scale] -> [mask Add] -> Softmax -> MatMul(·, V) is one fused multi-head
-    attention kernel ("Fused Attention"; demoBERT's fMHA plugin), which also takes the head transposes of Q,
-    K, V and of its output (it reads and writes the packed [batch, sequence, heads · head] layout). The kernel
-    is the last MatMul's: `kernel_of` names it "fMHA" and the target prices both products there, reading Q,
-    K, V and writing the output once (the scores never leave the chip).
+  - attention: MatMul(Q, K) -> [scale] -> [Add or Where mask] -> Softmax -> MatMul(·, V) is one fused
+    multi-head attention kernel ("Fused Attention"; demoBERT's fMHA plugin), which also takes the head
+    transposes of Q, K, V and of its output (it reads and writes the packed [batch, sequence, heads · head]
+    layout). The kernel is the last MatMul's: `kernel_of` names it "fMHA" and the target prices both
+    products there, reading Q, K, V and writing the output once (the scores never leave the chip).
   - a Transpose of the last two axes feeding a MatMul is the multiply's transposed operand
     (IMatrixMultiplyLayer's MatrixOperation::kTRANSPOSE), no kernel.
+  - Q/DQ [TRT-Q]: a DequantizeLinear read only by a Conv/MatMul/Gemm is that layer's int8 input, and a
+    QuantizeLinear after a Conv/MatMul/Gemm or point-wise kernel is its int8 output (the layer runs in int8).
   Normalisations, pools, reductions, gathers and other shuffles remain kernels of their own.
 
 [TRT-F] NVIDIA TensorRT Developer Guide, "Layer Fusion" / "Types of Fusions" (docs.nvidia.com/deeplearning/
@@ -36,6 +38,9 @@ Two tables:
 [TRT-A] NVIDIA TensorRT Developer Guide, "Fused Attention" (docs.nvidia.com/deeplearning/tensorrt/latest/
         inference-library/transformers-fused-attention.html): MatMul-Softmax-MatMul built from primitive
         layers is fused into one attention kernel, the scale applied to Q or the scores, an optional add mask.
+[TRT-Q] NVIDIA TensorRT Developer Guide, "Working with Quantized Types", "Q/DQ Fusion": DequantizeLinear and
+        QuantizeLinear layers are fused with the weighted layers (convolution, fully connected, MatMul) and
+        the point-wise layers around them into quantized layers.
 """
 
 from __future__ import annotations
@@ -272,7 +277,7 @@ ORT = FusionTable(
 POINTWISE = frozenset({
     "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Neg", "Abs", "Sqrt", "Reciprocal", "Exp", "Log", "Erf",
     "Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus",
-    "PRelu", "Gelu", "Mish", "BatchNormalization", "Cast",
+    "PRelu", "Gelu", "Mish", "BatchNormalization", "Cast", "Where",
 })  # fmt: skip
 _EPILOGUE_HOSTS = frozenset({"Conv", "MatMul", "Gemm", "ConvTranspose"})
 
@@ -282,8 +287,8 @@ _ATTENTION: weakref.WeakKeyDictionary[Node, tuple[Node, list[Node]] | None] = we
 
 def attention_members(node: Node) -> tuple[Node, list[Node]] | None:
     """(the P·V MatMul, every node its fused attention kernel takes) when `node` is part of the pattern
-    MatMul(Q, K) -> [Mul/Div by a scalar] -> [Add mask] -> Softmax -> MatMul(·, V), with the Transposes
-    that feed Q, K, V and the one after the output; else None."""
+    MatMul(Q, K) -> [Mul/Div by a scalar] -> [Add or Where mask] -> Softmax -> MatMul(·, V), with the
+    Transposes that feed Q, K, V and the one after the output; else None."""
     if node in _ATTENTION:
         return _ATTENTION[node]
     hit = None
@@ -316,13 +321,13 @@ def _attention_at(softmax: Node) -> tuple[Node, list[Node]] | None:
     """The attention pattern around this Softmax, or None when it is not one."""
     chain = [softmax]
     cur = _sole(softmax.input(0))
-    while cur is not None and cur.op_type in ("Mul", "Div", "Add"):
+    while cur is not None and cur.op_type in ("Mul", "Div", "Add", "Where"):
         consts = [v for v in cur.present_inputs if v.const is not None]
         if cur.op_type in ("Mul", "Div") and not (len(consts) == 1 and consts[0].size == 1):
             return None
         chain.append(cur)
         ups = [_sole(v) for v in cur.present_inputs if v.const is None]
-        ups = [p for p in ups if p is not None and p.op_type in ("MatMul", "Mul", "Div", "Add")]
+        ups = [p for p in ups if p is not None and p.op_type in ("MatMul", "Mul", "Div", "Add", "Where")]
         cur = ups[0] if len(ups) == 1 else None
     if cur is None or cur.op_type != "MatMul" or any(v.const is not None for v in cur.present_inputs):
         return None
@@ -397,6 +402,36 @@ def _matmul_operand(node: Node) -> tuple[Node | None, str] | None:
     return m, f"transposed operand of {m.name} (TensorRT MatrixMultiply kTRANSPOSE)"
 
 
+def _dequantize(node: Node) -> tuple[Node | None, str] | None:
+    """A DequantizeLinear read only by a Conv/MatMul/Gemm: that layer's int8 input (weights quantised at
+    build time, activations read as int8); one right after a fused QuantizeLinear: the int8 tensor that
+    kernel writes, read by the next layer [TRT-Q]."""
+    out = node.outputs[0]
+    if out.is_graph_output:
+        return None
+    if len(out.consumers) == 1 and out.consumers[0].op_type in _EPILOGUE_HOSTS:
+        kernel = _trt_kernel_node(out.consumers[0])
+        return kernel, f"int8 input of {kernel.name} (TensorRT Q/DQ fusion)"
+    x = node.input(0)
+    q = x.producer if x is not None and len(x.consumers) == 1 and not x.is_graph_output else None
+    if q is not None and q.op_type == "QuantizeLinear":  # a Q -> DQ pair: the int8 tensor between kernels
+        kernel = _trt_kernel_node(q)
+        if kernel is not q:
+            return kernel, f"int8 tensor of {kernel.name} read by the next layer (TensorRT Q/DQ fusion)"
+    return None
+
+
+def _quantize(node: Node) -> tuple[Node | None, str] | None:
+    """A QuantizeLinear after a Conv/MatMul/Gemm or point-wise kernel: that kernel's int8 output [TRT-Q]."""
+    v = node.input(0)
+    if v is None or v.producer is None or v.is_graph_output or len(v.consumers) != 1:
+        return None
+    kernel = _trt_kernel_node(v.producer)
+    if kernel.op_type not in _EPILOGUE_HOSTS and kernel.op_type not in POINTWISE:
+        return None
+    return kernel, f"int8 output of {kernel.name} (TensorRT Q/DQ fusion)"
+
+
 def _trt_kernel(node: Node) -> str:
     hit = attention_members(node) if node.op_type == "MatMul" else None
     if hit is not None and hit[0] is node:
@@ -411,6 +446,8 @@ TRT = FusionTable(
         "MatMul": (_attention,),
         "Softmax": (_attention,),
         "Transpose": (_attention, _matmul_operand),
+        "DequantizeLinear": (_dequantize,),
+        "QuantizeLinear": (_quantize,),
     },
     kernel=_trt_kernel,
     stream=True,

@@ -213,3 +213,34 @@ def test_bytes_at_the_precision_width():
         gpu = make_target("gpu", "a100-sxm", profile=False, precision=precision)
         want = 3 * 1024 * 1024 * width / (2039e9 * 0.85) + 5e-6
         assert gpu.cost(add, analyze_node(add)).latency_s == pytest.approx(want, rel=1e-9), precision
+
+
+def test_qdq_model_runs_int8_layers_under_tensorrt():
+    # tiny_cnn's QDQ form (models/quantize.py): under TensorRT every weight DequantizeLinear is its Conv's or
+    # Gemm's int8 input, every Q -> DQ pair after a Conv/Gemm kernel its int8 output, and the residual Add
+    # and Relu join the second block Conv: 7 layers (4 Conv, MaxPool, GlobalAveragePool, Gemm) + the 4
+    # QuantizeLinear and 3 DequantizeLinear next to layers without an epilogue (input, pools, Flatten, the
+    # graph output) = 14 kernels; onnxruntime's table fuses no Q/DQ: 38.
+    g = load(models.build("tiny_cnn-qdq"))
+    trt = make_target("gpu", "a100-sxm", profile=False, fusion="tensorrt")
+    kinds = [TRT.kernel_of(n) for n in _kernels(trt, g)]
+    assert len(kinds) == 14 and kinds.count("Conv") == 4 and kinds.count("QuantizeLinear") == 4
+    assert kinds.count("DequantizeLinear") == 3
+    assert len(_kernels(make_target("gpu", "a100-sxm", profile=False), g)) == 38
+    for n in g.nodes:
+        if n.op_type == "DequantizeLinear" and n.input(0).const is not None:
+            assert TRT.partner(n) is n.outputs[0].consumers[0], n.name  # weights: the layer reading them
+    # the Conv read through a DequantizeLinear runs at the int8 peak
+    conv = next(n for n in g.nodes if n.op_type == "Conv")
+    assert trt.precision_of(conv, analyze_node(conv)) == "int8"
+
+
+def test_causal_attention_is_fused():
+    # tiny_transformer (2 layers) masks its attention with Where (a boolean causal mask) between the scale
+    # and the softmax, as GPT-2 does: still one fused attention per layer, the K transpose (0, 2, 3, 1) and
+    # the head transposes taken in.
+    g = load(models.build("tiny_transformer"))
+    assert sum(n.op_type == "Where" for n in g.nodes) == 2
+    trt = make_target("gpu", "a100-sxm", profile=False, fusion="tensorrt")
+    kinds = [TRT.kernel_of(n) for n in _kernels(trt, g)]
+    assert kinds.count("fMHA") == 2 and "Softmax" not in kinds and "Transpose" not in kinds
