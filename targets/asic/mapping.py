@@ -22,12 +22,16 @@ import numpy as np
 
 from targets.asic.timing import ACC_BYTES, ArrayConfig, GemmTiming, simulate_gemm, tile_sizes
 
-__all__ = ["GRID_LIMIT", "map_gemm", "split_candidates"]
+__all__ = ["GRID_LIMIT", "SIMULATION_LIMIT", "map_gemm", "split_candidates"]
 
 # Candidate grids above this many splits are thinned (every other candidate of the longest list, its
 # ends kept) until they fit; no preset reaches it on the zoo (ResNet-50 at batch 32 on wse2-like
 # makes at most 234,630).
 GRID_LIMIT = 2_000_000
+# At most this many splits are simulated; the zoo's layers stop far earlier (the bound meets the best
+# within a few hundred), only absurd sizes (a GEMM of 10^10 rows, where float rounding of the bound is
+# cycles wide) reach it, and take the best of those tried.
+SIMULATION_LIMIT = 20_000
 
 
 def split_candidates(d: int, t: int) -> list[int]:
@@ -81,8 +85,12 @@ def _lower_bounds(m: int, k: int, n: int, cfg: ArrayConfig, batch: int, shared_o
         per_array = _ceil_div(jobs, cfg.num_arrays)
         level = np.ceil(per_array * sm * sn * ACC_BYTES * cfg.num_arrays / bytes_per_cycle)
         reduction = np.ceil(np.log2(qk)) * level
-        bytes_per_cycle = bytes_per_cycle * np.minimum(cfg.num_arrays, jobs) / cfg.num_arrays
-    streaming = np.maximum(0.0, np.floor(offchip / bytes_per_cycle - rounds * per_fold) - 1)
+        bytes_per_cycle = bytes_per_cycle * (np.minimum(cfg.num_arrays, jobs) / cfg.num_arrays)
+    # stall = ⌈fill/b + rounds·loss⌉ ≥ ⌈D/b − rounds·per_fold⌉ (loss ≥ mem − per_fold); the margin covers
+    # rounding differences between this and simulate_gemm's float sums
+    streaming = offchip / bytes_per_cycle - rounds * per_fold
+    margin = 1e-14 * (offchip / bytes_per_cycle + rounds * per_fold) + 1e-9
+    streaming = np.maximum(0.0, np.ceil(streaming - margin))
     return compute + streaming + reduction
 
 
@@ -100,8 +108,8 @@ def map_gemm(m: int, k: int, n: int, cfg: ArrayConfig, batch: int = 1) -> GemmTi
     shared = incumbent.dram_read_bytes + incumbent.dram_write_bytes  # the same for every split if shared
     bound = _lower_bounds(m, k, n, cfg, batch, shared, grid)
     best = incumbent
-    for i in np.argsort(bound, kind="stable"):
-        if bound[i] >= best.total_cycles:
+    for tried, i in enumerate(np.argsort(bound, kind="stable")):
+        if bound[i] >= best.total_cycles or tried == SIMULATION_LIMIT:
             break
         t = simulate_gemm(m, k, n, cfg, batch=batch, split=tuple(int(x) for x in grid[i]))
         if t.total_cycles < best.total_cycles:
