@@ -17,6 +17,7 @@ from onnx import helper, numpy_helper
 
 from dispatch.attributes import check_attributes
 from dispatch.budget import MAX_DIM, check_declared, check_inferred, resolve_budget
+from dispatch.consistency import check_reshape_and_bias, infer_consistent
 from dispatch.errors import DispatchError
 from dispatch.fold import fold_constants
 from dispatch.ir import Graph, gc_paused, outer_scope_reads
@@ -342,14 +343,12 @@ def _check(light: onnx.ModelProto) -> None:
 
 
 def _check_inferred_sizes(light: onnx.ModelProto, budget: int) -> None:
-    """Shape inference without data propagation (which materialises values; see dispatch/budget.py), then
-    every tensor of static shape checked against the budget."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False,
-                                                     data_prop=False)
-    except (onnx.shape_inference.InferenceError, RuntimeError):
-        return  # the inference with data propagation reports it
-    check_inferred(inferred.graph, budget)
+    """Shape inference without data propagation (which materialises values; see dispatch/budget.py), strict
+    first to refuse contradicting shapes (dispatch/consistency.py), then every tensor of static shape checked
+    against the budget."""
+    inferred = infer_consistent(light)  # DispatchError when declared shapes contradict each other
+    if inferred is not None:  # else the inference with data propagation reports it
+        check_inferred(inferred.graph, budget)
 
 
 def _infer(model: onnx.ModelProto, light: onnx.ModelProto | None = None) -> None:
@@ -469,6 +468,7 @@ def _load(source: str | os.PathLike | onnx.ModelProto, shapes: Mapping[str, Sequ
     if fp_events:
         notes.append(f"constant folding met NumPy's {', '.join(sorted(fp_events))} (log(0), 0/0 ...); the "
                      "folded values keep the IEEE results (inf, NaN), as onnxruntime computes them")
+    check_reshape_and_bias(model.graph)
     check_inferred(model.graph, budget)
     name = Path(path).stem if path else (model.graph.name or "model")
     graph = Graph(model, name=name, path=path, opset=opset, notes=notes)

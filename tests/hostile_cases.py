@@ -741,6 +741,177 @@ MEMORY = [
     ]
 ]
 
+
+# -- shapes: declared shapes that contradict each other (dispatch/consistency.py, attributes.py) -----------
+def _w(*dims, name="w"):
+    return nh.from_array(np.ones(dims, np.float32), name)
+
+
+def _i(name, values):
+    return nh.from_array(np.array(values, np.int64), name)
+
+
+def _one(op, ins, inits=(), declared_out=("d0", "d1"), name="n", **attrs):
+    """One node `name` reading the declared inputs [(name, dims)] and initializers, output 'y'."""
+    return lambda: _mk(
+        [h.make_node(op, [n for n, _ in ins] + [t.name for t in inits], ["y"], name=name, **attrs)],
+        [_vi(n, d) for n, d in ins],
+        [_vi("y", list(declared_out))],
+        inits,
+    )
+
+
+def _relu_declared(out_dims, value_info=None):
+    def make():
+        m = _mk(
+            [h.make_node("Relu", ["x"], ["m"], name="relu"), h.make_node("Neg", ["m"], ["y"], name="neg")],
+            [_vi("x", [2, 4])],
+            [_vi("y", out_dims)],
+        )
+        if value_info is not None:
+            m.graph.value_info.append(_vi("m", value_info))
+        return m
+
+    return make
+
+
+_MM = "Node 'n' (MatMul) cannot take inputs 'x' [2, 3] and 'w' [4, 4]"
+_SHAPES = [
+    ("MatMul inner dimension, weight", _one("MatMul", [("x", [2, 3])], [_w(4, 4)]), (), _MM),
+    ("MatMul inner dimension, both inputs", _one("MatMul", [("x", [2, 3]), ("w", [4, 4])]), (), _MM),
+    ("MatMul inner dimension, planned and run", _one("MatMul", [("x", [2, 3])], [_w(4, 4)]), ("run",), _MM),
+    (
+        "MatMul batch dimensions do not broadcast",
+        _one("MatMul", [("x", [2, 2, 3])], [_w(3, 3, 4)], ("a", "b", "c")),
+        (),
+        "'x' [2, 2, 3] and 'w' [3, 3, 4]",
+    ),
+    ("MatMul vector of the wrong length", _one("MatMul", [("x", [5])], [_w(4, 4)], ("d0",)), (), "[5]"),
+    (
+        "Gemm transA makes K disagree",
+        _one("Gemm", [("x", [2, 3])], [_w(3, 4)], transA=1),
+        (),
+        "Node 'n' (Gemm, transA=1) cannot take inputs 'x' [2, 3] and 'w' [3, 4]",
+    ),
+    (
+        "Gemm transB makes K disagree",
+        _one("Gemm", [("x", [2, 3])], [_w(3, 4)], transB=1),
+        (),
+        "Node 'n' (Gemm, transB=1) cannot take inputs 'x' [2, 3] and 'w' [3, 4]",
+    ),
+    (
+        "Gemm transA and transB make K disagree",
+        _one("Gemm", [("x", [3, 2])], [_w(3, 4)], transA=1, transB=1),
+        (),
+        "(Gemm, transA=1, transB=1)",
+    ),
+    (
+        "Gemm bias does not broadcast",
+        _one("Gemm", [("x", [2, 3])], [_w(3, 4), _w(3, name="c")]),
+        (),
+        "bias 'c' of shape [3], which does not broadcast to its output [2, 4]",
+    ),
+    (
+        "Conv input channels vs weight",
+        _one("Conv", [("x", [1, 3, 8, 8])], [_w(4, 2, 3, 3)], ("a", "b", "c", "d")),
+        (),
+        "Conv node 'n' has group 1 with 3 input channels and weights of shape [4, 2, 3, 3]",
+    ),
+    (
+        "Conv group does not divide the weight's channels",
+        _one("Conv", [("x", [1, 4, 8, 8])], [_w(4, 1, 3, 3)], ("a", "b", "c", "d"), group=2),
+        (),
+        "Conv node 'n' has group 2 with 4 input channels",
+    ),
+    (
+        "Add of [3] and [4]",
+        _one("Add", [("a", [3]), ("b", [4])], declared_out=("d0",)),
+        (),
+        "'a' [3] and 'b' [4]",
+    ),
+    ("Mul of [2, 3] and [3, 2]", _one("Mul", [("a", [2, 3]), ("b", [3, 2])]), (), "(Mul) cannot take inputs"),
+    (
+        "Where condition does not broadcast",
+        _one("Where", [("c", [5]), ("a", [4]), ("b", [4])], declared_out=("d0",)),
+        (),
+        "(Where) cannot take inputs",
+    ),
+    (
+        "Add of a bound symbolic dimension and [4]",
+        _one("Add", [("a", ["N"]), ("b", [4])], declared_out=("d0",)),
+        ("--shape", "a=3"),
+        "'a' [3] and 'b' [4]",
+    ),
+    (
+        "Concat rank mismatch",
+        _one("Concat", [("a", [2, 3]), ("b", [2, 3, 1])], axis=0),
+        (),
+        "Node 'n' (Concat, axis=0) cannot take inputs 'a' [2, 3] and 'b' [2, 3, 1]",
+    ),
+    (
+        "Concat other dimension mismatch",
+        _one("Concat", [("a", [2, 3]), ("b", [2, 4])], axis=0),
+        (),
+        "Node 'n' (Concat, axis=0) cannot take inputs 'a' [2, 3] and 'b' [2, 4]",
+    ),
+    (
+        "Reshape to another element count",
+        _one("Reshape", [("x", [2, 3])], [_i("s", [4, 2])]),
+        (),
+        "cannot reshape 'x' of shape [2, 3] (6 elements) to [4, 2] (8 elements)",
+    ),
+    (
+        "Reshape with -1 that cannot divide",
+        _one("Reshape", [("x", [2, 3])], [_i("s", [-1, 4])]),
+        (),
+        "cannot reshape 'x' of shape [2, 3] (6 elements) to [-1, 4]",
+    ),
+    (
+        "Reshape with 0 copying a dimension",
+        _one("Reshape", [("x", [2, 3])], [_i("s", [0, 4])]),
+        (),
+        "to [2, 4] (8 elements)",
+    ),
+    (
+        "graph output declared another size",
+        _relu_declared([3, 3]),
+        (),
+        "Node 'neg' (Neg) cannot take inputs 'm' [2, 4] and produce 'y' as [3, 3]",
+    ),
+    ("graph output declared another rank", _relu_declared([2, 4, 1]), (), "produce 'y' as [2, 4, 1]"),
+    (
+        "graph output declared another size, planned and run",
+        _relu_declared([3, 3]),
+        ("run",),
+        "produce 'y' as [3, 3]",
+    ),
+    (
+        "value_info declared another size",
+        _relu_declared([2, 4], value_info=[5, 5]),
+        (),
+        "Node 'relu' (Relu) cannot take inputs 'x' [2, 4] and produce 'm' as [5, 5]",
+    ),
+]
+
+
+def _shapes_cli(model, extra: tuple[str, ...]):
+    run = "run" in extra
+    return _cli(model, *(e for e in extra if e != "run"), run=run)
+
+
+def _shapes_api(model):
+    def make(d: Path) -> Any:
+        with Dispatcher(model(), {"cpu": "host-cpu"}):
+            pass
+
+    return make
+
+
+_API_SHAPES = [c for c in _SHAPES if not c[2]][:4]  # the first four again through Dispatcher(...)
+SHAPES = [Case("shapes", i, _shapes_cli(fn, extra), 2, frag) for i, fn, extra, frag in _SHAPES] + [
+    Case("shapes", f"API: {i}", _api(_shapes_api(fn)), DispatchError, frag) for i, fn, _, frag in _API_SHAPES
+]
+
 ALL: list[Case] = (
     [Case("models", i, _cli(fn), 2, "") for i, fn in MODEL]
     + FLAGS
@@ -750,6 +921,7 @@ ALL: list[Case] = (
     + API
     + OUTPUTS
     + MEMORY
+    + SHAPES
 )
 
 # The hostile cases that already live in other test files, by family: (module, test function).

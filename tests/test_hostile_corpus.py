@@ -2,7 +2,8 @@
 (CLI) or DispatchError (API), one stderr line 'error: ...' holding the case's fragment, no traceback, no file
 left behind in the model's or the output folder, and no file opened outside the model's folder (watched with
 a Python audit hook on "open" in this process; the external-data cases again under strace in a child, which
-also sees onnxruntime's own C++ reads)."""
+also sees onnxruntime's own C++ reads). The valid neighbours of the `shapes` family load and run, so the
+refusal of contradicting shapes does not catch consistent ones."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 from hostile_cases import ALL, Case, family_counts
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
 
 from dispatch.cli import main
 
@@ -106,3 +112,42 @@ def test_family_table_counts_at_least_150_cases() -> None:
     counts = family_counts()
     assert sum(n for n, _ in counts.values()) >= 150 + sum(old for _, old in counts.values())
     assert set(counts) >= {"models", "flags", "feeds", "specs", "plans", "api", "outputs", "memory"}
+
+
+@pytest.mark.parametrize(
+    "op, ins, inits, attrs, out",
+    [
+        ("MatMul", [("x", [2, 3])], [np.ones((3, 4), np.float32)], {}, [2, 4]),
+        ("MatMul", [("x", [5, 2, 3])], [np.ones((1, 3, 4), np.float32)], {}, [5, 2, 4]),  # batch 5 vs 1
+        ("Gemm", [("x", [3, 2])], [np.ones((4, 3), np.float32)], {"transA": 1, "transB": 1}, [2, 4]),
+        ("Gemm", [("x", [2, 3])], [np.ones((3, 4), np.float32), np.ones((4,), np.float32)], {}, [2, 4]),
+        ("Gemm", [("x", [2, 3])], [np.ones((3, 4), np.float32), np.ones((2, 1), np.float32)], {}, [2, 4]),
+        ("Add", [("a", [2, 1, 4]), ("b", [3, 1])], [], {}, [2, 3, 4]),
+        ("Concat", [("a", [2, 3]), ("b", [5, 3])], [], {"axis": 0}, [7, 3]),
+        ("Reshape", [("x", [2, 3])], [np.array([0, -1], np.int64)], {}, [2, 3]),
+        ("Reshape", [("x", [2, 3])], [np.array([-1], np.int64)], {}, [6]),
+        ("Reshape", [("x", [2, 3, 4])], [np.array([0, 0, 2, 2], np.int64)], {}, [2, 3, 2, 2]),
+    ],
+)
+def test_consistent_shapes_are_accepted(op: str, ins: list, inits: list, attrs: dict, out: list) -> None:
+    # The valid neighbours of the shapes family, output declared as computed: each loads, plans and runs,
+    # and agrees with onnxruntime.
+    from dispatch import Dispatcher
+
+    names = [f"w{i}" for i in range(len(inits))]
+    model = h.make_model(
+        h.make_graph(
+            [h.make_node(op, [n for n, _ in ins] + names, ["y"], name="n", **attrs)],
+            "g",
+            [h.make_tensor_value_info(n, T.FLOAT, d) for n, d in ins],
+            [h.make_tensor_value_info("y", T.FLOAT, out)],
+            [nh.from_array(a, n) for a, n in zip(inits, names, strict=True)],
+        ),
+        opset_imports=[h.make_opsetid("", 17)],
+    )
+    feeds = {n: np.arange(np.prod(d), dtype=np.float32).reshape(d) for n, d in ins}
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = session.run(None, feeds)[0]
+    with Dispatcher(model, {"cpu": "host-cpu"}) as d:
+        got = d.run(feeds)["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
