@@ -134,3 +134,18 @@ def test_wse2_stem_utilisation():
 def test_bad_split():
     with pytest.raises(DispatchError, match="split.pk"):
         simulate_gemm(8, 8, 8, _cfg(), split=(1, 1, 0))
+
+
+def test_resident_weights_move_only_when_they_do_not_fit():
+    # One private-SRAM array job of 8×4×4 (ws): A = 8·4·2 = 64 B, B = 4·4·2 = 32 B, outputs 8·4·2 = 64 B.
+    p = _cfg(shared_sram=False, weights_resident=True)
+    t = simulate_gemm(8, 4, 4, p, split=(1, 1, 1))
+    assert (t.dram_read_bytes, t.dram_write_bytes) == (64, 64)  # the weights were loaded with the model
+    # a 16-byte filter buffer cannot hold the 32 B block: it streams with the inputs
+    small = replace(p, filter_sram_bytes=16)
+    assert simulate_gemm(8, 4, 4, small, split=(1, 1, 1)).dram_read_bytes == 64 + 32
+    # 2 row blocks of 4 rows: each array holds its own copy of the weights, only the 2 · 4·4·2 B of input
+    # rows move; streamed instead, each of the 2 jobs also reads the weights: 2 · 32 B more
+    assert simulate_gemm(8, 4, 4, p, split=(2, 1, 1)).dram_read_bytes == 2 * 4 * 4 * 2
+    streamed = simulate_gemm(8, 4, 4, replace(p, weights_resident=False), split=(2, 1, 1))
+    assert streamed.dram_read_bytes == 2 * (4 * 4 * 2 + 4 * 4 * 2)
