@@ -22,6 +22,11 @@ every type parameter accepts. Two sources:
    A GPU target on a real CUDA provider inlines such ops before it builds the session (`inline_functions`),
    so their bodies run on CUDA: onnxruntime would otherwise give the whole op to the CPU provider behind it.
 
+A one-node model needs typed inputs, so a sequence, an untyped tensor or a subgraph attribute ends the
+decision at step 1, except SequenceMap: its sequences are typed from its own body graph (the element types
+its body takes and gives), so onnxruntime probes it (it inlines the op's function) and the inliner expands
+it for a coverage table (a Loop over SequenceAt/SequenceInsert around the body).
+
 Each answer is cached per signature: (domain, op, opset, input and output types) for step 1, plus input
 ranks, attributes and small integer constants for steps 2 and 3, so a 50,000-node graph costs a dictionary
 lookup or two per node once its few distinct signatures are known (benchmarks/bench_support.py).
@@ -204,17 +209,43 @@ def _value_info(name: str, elem: int, shape: tuple[int, ...] | None) -> onnx.Val
     return helper.make_tensor_value_info(name, elem, dims)
 
 
+def _sequence_map_types(node: Node) -> dict[str, onnx.TypeProto] | None:
+    """SequenceMap's sequences typed from its own body (input i of the node is a sequence of, or a tensor of,
+    the type of the body's input i; output j a sequence of the body's output j), which a one-node model
+    needs: the IR keeps no type for a sequence. None for any other node, or a body reading outer names."""
+    if node.op_type != "SequenceMap" or node.domain not in ("", "ai.onnx") or node.implicit_inputs:
+        return None
+    body = next((a.g for a in node.proto.attribute if a.name == "body"), None)
+    if body is None or len(body.input) != len(node.inputs) or len(body.output) != len(node.outputs):
+        return None
+    out: dict[str, onnx.TypeProto] = {}
+    for v, b in zip((*node.inputs, *node.outputs), (*body.input, *body.output), strict=True):
+        if v is None or b.type.WhichOneof("value") != "tensor_type":
+            return None
+        t = onnx.TypeProto()
+        if v.dtype is None or v in node.outputs:  # a sequence: its elements are what the body takes or gives
+            t.sequence_type.elem_type.CopyFrom(b.type)
+        else:
+            t.tensor_type.elem_type = elem_type(v.dtype)
+        out[v.name] = t
+    return out
+
+
 def _one_node_model(node: Node, opset: int, upcast: bool) -> onnx.ModelProto:
     """The node alone: small integer constants as initializers, other inputs fed, the node's own dtypes."""
     inputs, inits, typed = [], [], []
+    sequences = _sequence_map_types(node) or {}
     for v in dict.fromkeys(node.present_inputs):  # a tensor read twice is one input
         info = _value_info(v.name, elem_type(v.dtype), v.shape)
+        if v.name in sequences and sequences[v.name].HasField("sequence_type"):
+            info = helper.make_value_info(v.name, sequences[v.name])
         if _shape_like(v):
             inits.append(numpy_helper.from_array(np.asarray(v.const), v.name))
             typed.append(info)  # the inliner types function bodies from value_info, not initializers
         else:
             inputs.append(info)
-    outputs = [_value_info(v.name, elem_type(v.dtype), None) for v in node.outputs]
+    outputs = [helper.make_value_info(v.name, sequences[v.name]) if v.name in sequences
+               else _value_info(v.name, elem_type(v.dtype), None) for v in node.outputs]
     p = onnx.NodeProto()
     p.CopyFrom(node.proto)
     g = helper.make_graph([p], "probe", inputs, outputs, initializer=inits, value_info=typed)
@@ -352,7 +383,7 @@ class Support:
         domain, op_type, opset = sig[:3]
         if domain == "" and op_type == "Constant":
             return None  # onnxruntime turns Constant nodes into initializers when it loads a graph
-        if not _typed(sig, node.proto):
+        if not _typed(sig, node.proto) and _sequence_map_types(node) is None:
             return why  # a sequence, an untyped tensor or a subgraph: no one-node model stands for it
         if self.probe:
             return self._probe(node, sig, upcast)

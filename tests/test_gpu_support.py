@@ -250,19 +250,21 @@ def test_fp16_nodes_are_predicted_at_the_parts_fp16_peak(gpu):
     assert gpu.cost(f, analyze_node(f)).latency_s > 5 * gpu.cost(h, analyze_node(h)).latency_s
 
 
-def test_sequence_and_subgraph_ops_are_answered_without_expansion(gpu, cpu):
-    # regression: onnx's inliner crashed the process (SIGSEGV) on SequenceMap's untyped sequence input
+def test_sequence_map_is_typed_from_its_body_and_runs(gpu, cpu):
+    # regression: onnx's inliner crashed the process (SIGSEGV) on SequenceMap's untyped sequence input; its
+    # sequences are now typed from the body (float tensors): onnxruntime probes it, the inliner expands it
     vi = helper.make_tensor_value_info
     body = helper.make_graph([helper.make_node("Add", ["a", "one"], ["b"])], "body", [vi("a", F, ["N"])],
                              [vi("b", F, ["N"])], initializer=[helper.make_tensor("one", F, [], [1.0])])
     seq = helper.make_tensor_sequence_value_info
     graph = helper.make_graph([helper.make_node("SequenceMap", ["x"], ["y"], body=body)], "t",
                               [seq("x", F, None)], [seq("y", F, None)])
-    node = load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])).nodes[0]
-    assert cpu.unsupported_reason(node) == "onnxruntime's CPUExecutionProvider has no kernel for SequenceMap"
-    if NO_GPU:
-        assert gpu.unsupported_reason(node) == ("onnxruntime's CUDAExecutionProvider has no kernel for "
-                                                "SequenceMap")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    node = load(model).nodes[0]
+    assert cpu.unsupported_reason(node) is None and gpu.unsupported_reason(node) is None
+    with Dispatcher(model, {"gpu": "h100-sxm"}) as d:  # each element + 1 (the body's Add)
+        y = d.run({"x": [np.zeros(2, np.float32), np.arange(3, dtype=np.float32)]})["y"]
+    assert [a.tolist() for a in y] == [[1.0, 1.0], [1.0, 2.0, 3.0]]
 
 
 @needs_no_gpu
