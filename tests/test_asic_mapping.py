@@ -66,6 +66,10 @@ def test_k_split_pays_the_reduction():
     # Shared buffers: the same split adds partial sums in the shared ofmap buffer, no reduction time.
     shared = simulate_gemm(4, 400, 4, replace(p, shared_sram=True), split=(1, 1, 4))
     assert (shared.reduction_cycles, shared.stall_cycles) == (0, 100)
+    # ... but os sums K inside the PEs, so the 3 partial 4×4 tiles of 4 B are written and read back there
+    whole = simulate_gemm(4, 400, 4, replace(p, shared_sram=True), split=(1, 1, 1))
+    assert shared.sram_write_bytes - whole.sram_write_bytes == 3 * 16 * 4
+    assert shared.sram_read_bytes - whole.sram_read_bytes == 3 * 16 * 4
     # The best split: 8 slices of 50, two per array: 2 rounds of 4 + 4 + 50 − 2 = 56, compute 111; fill
     # 4 · (4·50 + 50·4)·2 B = 3200 B = 50 cycles; 3 levels · ⌈2·16·4 B / 16⌉ = 3 · 8 = 24: 111 + 74 = 185,
     # against one array streaming all of K: 405 + the fill of 6400 B at its 16 B/cycle, 400 = 805.

@@ -49,7 +49,7 @@ the dealing this module always did), and (1, 1, 1) on one array is SCALE-Sim's c
 
 * shared SRAM (``shared_sram``, the default: the arrays share the buffers and one off-chip
   interface) -- the whole GEMM's traffic above; partial sums of a K split add in the shared ofmap
-  buffer as K folds do, at no extra time;
+  buffer as K folds do, at no extra time (under os, (pk − 1)·m'·n' of them written and read back);
 * private SRAM (a fabric between arrays) -- every job's own traffic against one array's buffers,
   so inputs are replicated across the pn column blocks and weights across the pm row blocks,
   except that ``weights_resident`` weights stay in the arrays (loaded with the model) when each
@@ -354,6 +354,9 @@ def simulate_gemm(m: int, k: int, n: int, cfg: ArrayConfig, *, batch: int = 1,
     if cfg.shared_sram:
         resident = False
         dram_read, dram_write, sram_read, sram_write = (batch * x for x in _offchip_traffic(m, k, n, cfg))
+        if cfg.dataflow == "os":  # os sums K inside the PEs: a K split's partial tiles meet in the buffer
+            partial = batch * qm * qn * (qk - 1) * sm * sn * ACC_BYTES  # (ws, is count psums per K fold)
+            sram_read, sram_write = sram_read + partial, sram_write + partial
     else:
         resident = cfg.weights_resident and jobs_per_array * sk * sn * w <= cfg.filter_sram_bytes
         dram_read, dram_write, sram_read, sram_write = (jobs * x for x in _offchip_traffic(sm, sk, sn, cfg,
