@@ -153,3 +153,10 @@ def test_resident_weights_move_only_when_they_do_not_fit():
     assert simulate_gemm(8, 4, 4, p, split=(2, 1, 1)).dram_read_bytes == 2 * 4 * 4 * 2
     streamed = simulate_gemm(8, 4, 4, replace(p, weights_resident=False), split=(2, 1, 1))
     assert streamed.dram_read_bytes == 2 * (4 * 4 * 2 + 4 * 4 * 2)
+
+
+def test_shared_sram_key():
+    assert make_target("asic", "tpu-v4-like").params.array.shared_sram  # the default: one set of buffers
+    with pytest.raises(DispatchError, match="'shared_sram' must be true or false") as info:
+        make_target("asic", "wse2-like", shared_sram="no")
+    assert "\n" not in str(info.value)
