@@ -3,10 +3,11 @@
 onnx's shape inference in its default (lenient) mode leaves an output unknown, or keeps the declared shape,
 when a node's input shapes cannot go together: a MatMul of [2, 3] by [4, 4], an Add of [3] and [4], a graph
 output declared [3, 3] where the node computes [2, 4]. A plan made from such a model prices shapes that
-cannot exist, and onnxruntime fails (or warns and merges) only when it runs. So inference runs once in
-strict mode; when it raises one of the contradictions below, the model is refused in one sentence naming
-the node, the shapes and the rule. Any other strict-mode error (an operator without an inference function,
-a custom domain) is left to the lenient inference, as before.
+cannot exist, and onnxruntime fails (or warns and merges) only when it runs. So each inference of the
+frontend (without data propagation, then with it after each round of constant folding, which makes computed
+shapes constant) runs in strict mode first; when it raises one of the contradictions below, the model is
+refused in one sentence naming the node, the shapes and the rule. Any other strict-mode error (an operator
+without an inference function, a custom domain) is left to the lenient inference, as before.
 
 A Reshape to a constant shape of another element count passes both modes (onnx infers the target shape
 without comparing counts: onnx/defs/tensor/defs.cc, Reshape's inference), so `check_reshape_and_bias`
@@ -65,28 +66,28 @@ def _refusal(node: onnx.NodeProto, detail: str, lenient: onnx.ModelProto, declar
     return f"{what} cannot take inputs {ins}{produce} (onnx shape inference: {detail}); {_FIX}."
 
 
-def infer_consistent(light: onnx.ModelProto) -> onnx.ModelProto | None:
-    """Shape inference without data propagation, strict first; DispatchError for a contradiction, else the
-    inferred model (None when even the lenient inference fails: the one with data propagation reports it)."""
+def infer_consistent(light: onnx.ModelProto, data_prop: bool = False) -> onnx.ModelProto:
+    """onnx shape inference, strict first: DispatchError for a contradiction, else the inferred model (the
+    lenient inference's errors, when even it fails, pass through)."""
+    infer = onnx.shape_inference.infer_shapes
     try:
-        return onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=True, data_prop=False)
+        return infer(light, check_type=False, strict_mode=True, data_prop=data_prop)
     except onnx.shape_inference.InferenceError as e:
         found = next((m for m in _ERROR.finditer(str(e)) if any(c in m[3] for c in _CONTRADICTIONS)), None)
     except RuntimeError:
         found = None
+    if found is None:
+        return infer(light, check_type=False, strict_mode=False, data_prop=data_prop)
+    op_type, name, detail = found[1], found[2], found[3].strip()
+    node = next((n for n in light.graph.node if n.name == name and n.op_type == op_type), None)
+    if node is None:  # inside a subgraph: onnx's own words
+        raise DispatchError(f"{op_type} node '{name}' has inputs whose declared shapes contradict each other "
+                            f"(onnx shape inference: {detail}); {_FIX}.")
     try:
-        lenient = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False,
-                                                    data_prop=False)
+        lenient = infer(light, check_type=False, strict_mode=False, data_prop=data_prop)
     except (onnx.shape_inference.InferenceError, RuntimeError):
-        lenient = None
-    if found is not None:
-        op_type, name, detail = found[1], found[2], found[3].strip()
-        node = next((n for n in light.graph.node if n.name == name and n.op_type == op_type), None)
-        if node is None:  # inside a subgraph, or unnamed there: onnx's own words
-            raise DispatchError(f"{op_type} node '{name}' has inputs whose declared shapes contradict each "
-                                f"other (onnx shape inference: {detail}); {_FIX}.")
-        raise DispatchError(_refusal(node, detail, lenient if lenient is not None else light, light))
-    return lenient
+        lenient = light
+    raise DispatchError(_refusal(node, detail, lenient, light))
 
 
 def _static(t: onnx.TypeProto | None) -> tuple[int, ...] | None:

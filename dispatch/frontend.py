@@ -346,16 +346,18 @@ def _check_inferred_sizes(light: onnx.ModelProto, budget: int) -> None:
     """Shape inference without data propagation (which materialises values; see dispatch/budget.py), strict
     first to refuse contradicting shapes (dispatch/consistency.py), then every tensor of static shape checked
     against the budget."""
-    inferred = infer_consistent(light)  # DispatchError when declared shapes contradict each other
-    if inferred is not None:  # else the inference with data propagation reports it
-        check_inferred(inferred.graph, budget)
+    try:
+        inferred = infer_consistent(light)  # DispatchError when declared shapes contradict each other
+    except (onnx.shape_inference.InferenceError, RuntimeError):
+        return  # the inference with data propagation reports it
+    check_inferred(inferred.graph, budget)
 
 
 def _infer(model: onnx.ModelProto, light: onnx.ModelProto | None = None) -> None:
-    """Run onnx shape inference with data propagation; write the inferred value_info and outputs to model."""
+    """Run onnx shape inference with data propagation (strict first: dispatch/consistency.py); write the
+    inferred value_info and outputs to model."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(light if light is not None else _light_copy(model),
-                                                     check_type=False, strict_mode=False, data_prop=True)
+        inferred = infer_consistent(light if light is not None else _light_copy(model), data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DispatchError(f"Shape inference failed ({first}); check the shape bindings (--shape or "

@@ -886,6 +886,21 @@ _SHAPES = [
         "produce 'y' as [3, 3]",
     ),
     (
+        "graph output contradicts a shape computed by Shape/Gather (found after folding)",
+        lambda: _mk(
+            [
+                h.make_node("Shape", ["x"], ["s"], name="shape"),
+                h.make_node("Gather", ["s", "idx"], ["r"], name="swap", axis=0),
+                h.make_node("Reshape", ["x", "r"], ["y"], name="rs"),
+            ],
+            [_vi("x", [2, 3])],
+            [_vi("y", [2, 3])],
+            [_i("idx", [1, 0])],
+        ),
+        (),
+        "Node 'rs' (Reshape) cannot take inputs 'x' [2, 3]",
+    ),
+    (
         "value_info declared another size",
         _relu_declared([2, 4], value_info=[5, 5]),
         (),
