@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import onnx
 from onnx import TensorProto, helper
 
 __all__ = ["Case", "calibration_cases", "neg_chain"]
+
 
 @dataclass(frozen=True)
 class Case:
@@ -34,9 +35,56 @@ class Case:
     primary: str = ""
     kernels: tuple[str, ...] = ()
     repeat: int = 1  # the model holds this many copies of the primary node; a case time is one copy's
+    streamed: bool = False  # its weights, as in a large model, do not stay in the cache between runs
 
 
 _F = TensorProto.FLOAT
+# A case whose weights take 1 MB or more holds as many copies of its node, each with its own weights, as make
+# STREAM_BYTES (twice the 32 MiB last-level cache of targets/specs/host-cpu.toml) of weights in all, so that
+# its weights stream from memory on every run, as a large model's do (a GEMM with hot weights runs about a
+# quarter faster here: benchmarks/results/calibration.md, "Weight residency").
+STREAM_BYTES = 64e6
+MAX_COPIES = 64
+
+
+def _streamed(case: Case, weight_bytes: int) -> Case:
+    """`case` with its node(s) copied, each copy reading the same inputs and its own weights (scaled by a
+    different factor, so that no two initializers are equal), when its weights take 1 MB or more."""
+    if weight_bytes < 1e6:
+        return case
+    copies = min(MAX_COPIES, math.ceil(STREAM_BYTES / weight_bytes))
+    g = case.model.graph
+    keep = {v.name for v in g.input}
+    nodes, inits, outs = [], [], []
+    for i in range(copies):
+
+        def ren(name: str, i: int = i) -> str:
+            return name if not name or name in keep else f"{name}_{i}"
+
+        for node in g.node:
+            n = onnx.NodeProto()
+            n.CopyFrom(node)
+            n.input[:] = [ren(x) for x in node.input]
+            n.output[:] = [ren(x) for x in node.output]
+            nodes.append(n)
+        for t in g.initializer:
+            arr = onnx.numpy_helper.to_array(t)
+            inits.append(
+                _const(ren(t.name), arr * np.float32(1 + 1e-3 * i) if arr.dtype == np.float32 else arr)
+            )
+        outs += [ren(v.name) for v in g.output]
+    graph = helper.make_graph(
+        nodes, "calibration", list(g.input), [helper.make_empty_tensor_value_info(o) for o in outs], inits
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    inferred = onnx.shape_inference.infer_shapes(m, strict_mode=True)
+    shapes = {v.name: v for v in (*inferred.graph.value_info, *inferred.graph.output)}
+    for out in m.graph.output:
+        out.CopyFrom(shapes[out.name])
+    return replace(
+        case, name=f"{case.name} x{copies} streamed", model=m, repeat=copies * case.repeat, streamed=True
+    )
 
 
 def _model(
@@ -96,6 +144,7 @@ def _matmul(a: Sequence[int], w: Sequence[int], const_w: bool = True) -> Case:
             [helper.make_node("MatMul", ["x", "W"], ["y"])], [("x", _F, a)], "y", [_const("W", _rand(w, 1))]
         )
         feeds = _feeds(x=a)
+        return _streamed(Case(f"MatMul{list(a)}x{list(w)}", "gemm", m, feeds), 4 * math.prod(w))
     else:
         m = _model([helper.make_node("MatMul", ["x", "W"], ["y"])], [("x", _F, a), ("W", _F, w)], "y")
         feeds = _feeds(x=a, W=w)
@@ -109,7 +158,7 @@ def _gemm(m: int, k: int, n: int) -> Case:
         "y",
         [_const("W", _rand((n, k), 1)), _const("B", _rand((n,), 2))],
     )
-    return Case(f"Gemm[{m},{k}]x[{k},{n}]", "gemm", model, _feeds(x=(m, k)))
+    return _streamed(Case(f"Gemm[{m},{k}]x[{k},{n}]", "gemm", model, _feeds(x=(m, k))), 4 * n * k)
 
 
 def _conv(c: int, hw: int, co: int, k: int, stride: int = 1, group: int = 1) -> Case:
@@ -130,7 +179,8 @@ def _conv(c: int, hw: int, co: int, k: int, stride: int = 1, group: int = 1) -> 
         [_const("W", _rand((co, c // group, k, k), 1) * 0.1), _const("B", _rand((co,), 2))],
     )
     tag = "dw" if group == c and group > 1 else f"g{group}" if group > 1 else ""
-    return Case(f"Conv{tag}{k}x{k}s{stride}[{c}@{hw}]->{co}", "conv", model, _feeds(x=(1, c, hw, hw)))
+    case = Case(f"Conv{tag}{k}x{k}s{stride}[{c}@{hw}]->{co}", "conv", model, _feeds(x=(1, c, hw, hw)))
+    return _streamed(case, 4 * co * (c // group) * k * k)
 
 
 def _single(
@@ -197,7 +247,9 @@ def _matmul_bias(a: Sequence[int], k: int, n: int) -> Case:
     nodes = [helper.make_node("MatMul", ["x", "W"], ["t"]), helper.make_node("Add", ["t", "B"], ["y"])]
     m = _model(nodes, [("x", _F, a)], "y", [_const("W", _rand((k, n), 1)), _const("B", _rand((n,), 2))])
     # MatMulAddFusion: a Gemm (Reshapes around it for an N-D input are priced by the cost model as views).
-    return Case(f"MatMul+Add{list(a)}x[{k},{n}]", "gemm", m, _feeds(x=a), "MatMul", ("Gemm",))
+    return _streamed(
+        Case(f"MatMul+Add{list(a)}x[{k},{n}]", "gemm", m, _feeds(x=a), "MatMul", ("Gemm",)), 4 * k * n
+    )
 
 
 def _matmul_scale(q: Sequence[int], kt: Sequence[int]) -> Case:
