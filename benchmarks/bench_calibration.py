@@ -92,6 +92,8 @@ NOTES = {
     "corpus:swin": "window attention: many small batched MatMuls (49 x 49 per window and head) and the Roll, "
     "Reshape and Transpose of window partitioning; the smallest batched MatMul case is 3 x 12 x 12, and "
     "onnxruntime runs these far below the roofline",
+    "corpus:bert": "small GEMMs (sequence 32, width 256) where MLAS's fixed cost per call is a large share, "
+    "smaller than any case's GEMM but the tiny ones",
     "corpus:t5": "small GEMMs (sequence 32 and 16, width 256) where MLAS's fixed cost per call dominates, "
     "plus "
     "the elementwise chains of relative position buckets and RMS norm",

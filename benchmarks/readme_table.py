@@ -82,7 +82,7 @@ def _calibration(md: str, tables: Tables) -> str | None:
     lo, hi = min(e for _, e in errs), max(e for _, e in errs)
     goal = f"; goal met for {met.group(1)}" if met else ""
     med = re.search(r"\*\*([\d.]+%) before\*\*.*?\*\*([\d.]+%) after\*\*", md)
-    median = f"; median |error| {med.group(1)} before, {med.group(2)} after calibration" if med else ""
+    median = f"; median absolute error {med.group(1)} before, {med.group(2)} after calibration" if med else ""
     return f"{lo:+.1f}% to {hi:+.1f}% over {len(errs)} models{median}{goal}"
 
 
