@@ -44,11 +44,12 @@ GOAL = 0.25
 def reason(row: Mapping[str, Any]) -> str:
     """The likely reason a row misses the goal, from its source and the sign of its error."""
     if row["source"] == "TRT-BERT" and row["error"] < 0:
-        return ("predicted too fast: at this batch each of the ~110 kernels is a few µs, and the model gives "
-                "a kernel only its roofline time (tile and wave quantised) plus the 1 µs device-side gap; "
-                "the rest of a small kernel's time (its blocks' ramp-up and pipeline fill, the split-K "
-                "partial sums' reduction, the fused attention running one block per head) is not "
-                "modelled, and no sourced figure for it was found (no GPU was lent to measure one)")
+        return ("predicted too fast: at this batch each of the ~110 kernels is a few µs; the model gives a "
+                "kernel its roofline time (tile and wave quantised, split-K's partial sums and reduction "
+                "kernel, the fused attention's batch · heads · seq/64 blocks) plus the 1 µs device-side gap, "
+                "but not a kernel's minimum duration on the device (its blocks' launch and ramp-up, pipeline "
+                "fill, tail), for which no measured figure was found (no GPU was lent to measure one); "
+                "int8 halves the roofline terms but not these fixed costs, so int8 rows miss by more")
     if row["source"] == "TRT-BERT":
         return ("predicted too slow: the GEMMs are priced at the assumed 0.70 of the tensor peak (no sourced "
                 "figure); demoBERT also fuses Q, K and V into one GEMM, priced here as three")

@@ -437,7 +437,7 @@ class OrtTarget(Target):
 
     def _attention_busy(self, pv: Node, precision: str) -> tuple[float, float]:
         """TensorRT's fused attention at its P·V MatMul: both products (Q·Kᵀ and P·V, 2 · M · N · K each) on
-        the matrix units, tiled as Q·Kᵀ; Q, K, V read and the output written once, at the precision's
+        the matrix units; Q, K, V read and the output written once, at the precision's
         storage size (the scores stay on chip)."""
         members = attention_members(pv)
         assert members is not None and members[0] is pv
@@ -446,7 +446,11 @@ class OrtTarget(Target):
         flops = 2.0 * qk.outputs[0].size * q.shape[-1] + 2.0 * out.size * pv.input(0).shape[-1]
         acts = sum(x.nbytes * (STORE_BYTES[precision] / 4 if x.dtype == np.float32 else 1.0)
                    for x in (q, k, v, out))
-        shape, _ = gemm_shape(qk)
+        # one block per (batch, head, 64 query rows), each looping over all keys ([FA] in the GPU specs):
+        # tiled as P·V (M = seq, N = head size, K = seq), never split-K
+        shape, _ = gemm_shape(pv)
+        if shape is not None:
+            shape = GemmShape(shape.m, shape.n, shape.k, shape.groups, split_k=False)
         return self.model.roofline("gemm", flops, acts, 0.0, precision, False, "fMHA", shape)
 
     def segment_overhead(self) -> Cost:

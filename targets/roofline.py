@@ -22,9 +22,17 @@ kernels (spec `kernel_gap_us`; targets/gpu.py chooses).
   where speed is the tile's operand reuse tm·tn / (tm + tn) over that of the spec's full-speed tile, at
   most 1 (NVIDIA, "Matrix Multiplication Background User's Guide", sections "Tile Quantization" and "Wave
   Quantization"; "GPU Performance Background User's Guide", "Understanding Performance"). The tile is the
-  one of the spec's list with the greatest q (with split-K when the tiles are too few to fill the SMs), as
-  cuBLAS's heuristics and TensorRT's tactic timing pick the fastest kernel among several tile shapes; at
-  reduced precision a CUDA-core kernel at the fp32 peak is the alternative when it is faster.
+  one of the spec's list, with or without split-K, that gives the shortest time, as cuBLAS's heuristics and
+  TensorRT's tactic timing pick the fastest kernel among several tile shapes; at reduced precision a
+  CUDA-core kernel at the fp32 peak is the alternative when it is faster.
+* Split-K (when the output tiles are too few to fill the SMs, K is cut in s parts, one block each) is not
+  free: as CUTLASS's GemmSplitKParallel does it, each part writes its M×N partial sums to a workspace at
+  the accumulator width (4 bytes: fp32, or int32 for int8), and a second kernel (ReduceSplitK), enqueued
+  right behind the GEMM, reads them back and writes the output ([CS] in the GPU specs). So a split choice
+  costs max(compute, memory + s·M·N·4 B written) + kernel_gap + s·M·N·4 B read, the bytes at the class'
+  memory efficiency. A kernel that never splits K (a fused attention: `GemmShape.split_k` False) has s = 1.
+* Not modelled, for want of a measured source: a kernel's minimum duration on the device (its blocks'
+  launch and ramp-up, the pipeline fill and the tail), beyond the device-side gap between kernels.
 * Depthwise and grouped convolutions with few channels per group cannot fill a tensor-core tile: cuDNN and
   TensorRT run them as direct kernels on the CUDA cores, memory-bound (cuDNN developer guide, "Tensor Core
   Operations": channels per group must be a multiple of 8 for tensor-core kernels). They are priced on the
@@ -66,6 +74,7 @@ class GemmShape:
     n: int
     k: int
     groups: int = 1
+    split_k: bool = True  # False: the kernel never splits K (a fused attention loops over all of it)
 
 
 @dataclass(frozen=True)
@@ -87,32 +96,49 @@ def tile_speed(tile: tuple[int, int], full: tuple[int, int]) -> float:
 
 SPLIT_K = (1, 2, 4, 8, 16)  # split-K factors the libraries use to fill the SMs when tiles are few [CU]
 MIN_SPLIT_DEPTH = 128  # assumed: each split keeps at least 128 of K (a few main-loop steps of 32)
+ACCUMULATOR_BYTES = 4  # fp32 accumulators for fp32/tf32/fp16/bf16/fp8 inputs, int32 for int8 [CS]
 
 
-def wave_quantisation(shape: GemmShape, sm_count: int, ctas_per_sm: int, tiles: Sequence[tuple[int, int]],
-                      full: tuple[int, int] = (128, 128)) -> tuple[float, tuple[int, int], int, int]:
-    """(q, tile, blocks, waves): q = the useful work over the launched blocks' work, times the tile's speed,
-    for the tile of `tiles` and split-K factor with the greatest q (ties: the tile listed first, no split).
-
-    Split-K (CUTLASS's "split-K" and "stream-K" GEMMs, cuBLAS's heuristics) cuts K into s parts, each its
-    own block, while the output tiles alone cannot fill one wave; its partial sums are ignored here (small
-    against the tiles' K loop). q = 1 without SMs or tiles."""
+def tile_choices(shape: GemmShape, sm_count: int, ctas_per_sm: int, tiles: Sequence[tuple[int, int]],
+                 full: tuple[int, int] = (128, 128)) -> list[tuple[float, tuple[int, int], int, int, int]]:
+    """Every (q, tile, blocks, waves, split) a library may run `shape` with: each tile of `tiles`, and with
+    it split-K by 2, 4, ... while the blocks still fit in one wave and each split keeps MIN_SPLIT_DEPTH of K
+    (none when `shape.split_k` is False). q = the useful work over the launched blocks' work, times the
+    tile's speed. Empty without SMs or tiles."""
     if sm_count <= 0 or not tiles or min(shape.m, shape.n, shape.k, shape.groups) <= 0:
-        return 1.0, (0, 0), 0, 0
+        return []
     slots = sm_count * ctas_per_sm
-    best: tuple[float, tuple[int, int], int, int] | None = None
+    useful = shape.m * shape.n * shape.k * shape.groups
+    out = []
     for tm, tn in tiles:
         output_tiles = shape.groups * math.ceil(shape.m / tm) * math.ceil(shape.n / tn)
-        for split in SPLIT_K:
+        for split in SPLIT_K if shape.split_k else (1,):
             if split > 1 and (shape.k / split < MIN_SPLIT_DEPTH or output_tiles * split > slots):
                 break  # split only while the blocks still fit in one wave
             count = output_tiles * split
             waves = math.ceil(count / slots)
             cost = waves * slots * tm * tn * math.ceil(shape.k / split) / tile_speed((tm, tn), full)
-            if best is None or cost < best[0]:
-                best = (cost, (tm, tn), count, waves)
-    cost, tile, count, waves = best  # type: ignore[misc]
-    return shape.m * shape.n * shape.k * shape.groups / cost, tile, count, waves
+            out.append((useful / cost, (tm, tn), count, waves, split))
+    return out
+
+
+def wave_quantisation(shape: GemmShape, sm_count: int, ctas_per_sm: int, tiles: Sequence[tuple[int, int]],
+                      full: tuple[int, int] = (128, 128)) -> tuple[float, tuple[int, int], int, int]:
+    """(q, tile, blocks, waves) of the choice of `tile_choices` with the greatest q (ties: the tile listed
+    first, no split), the reduction of split-K's partial sums left out (`DeviceModel.roofline` prices it).
+    q = 1 without SMs or tiles."""
+    best = None
+    for choice in tile_choices(shape, sm_count, ctas_per_sm, tiles, full):
+        if best is None or choice[0] > best[0]:
+            best = choice
+    return (1.0, (0, 0), 0, 0) if best is None else best[:4]
+
+
+def split_k_bytes(shape: GemmShape, split: int) -> int:
+    """Bytes split-K adds: each of the `split` partial products of the M×N output is written to a workspace
+    at the accumulator width and read back by the reduction, which then writes the output the GEMM's
+    epilogue would have written anyway (CUTLASS GemmSplitKParallel + ReduceSplitK [CS])."""
+    return 0 if split <= 1 else 2 * split * shape.m * shape.n * shape.groups * ACCUMULATOR_BYTES
 
 
 @dataclass(frozen=True)
@@ -239,18 +265,32 @@ class DeviceModel:
         c = self.classes.get(op_cls) or self.classes["other"]
         on_matrix = op_cls in MATRIX_CLASSES and not vector
         peak = self.peak_flops[precision] if on_matrix else self.peak_flops["fp32"]
-        q = self.quantisation(shape) if on_matrix else 1.0
-        t_compute = flops / (peak * c.compute * q) if flops else 0.0
-        if on_matrix and precision not in ("fp32", "tf32") and q < 1:
-            # a kernel on the CUDA cores (no tiles to fill) is among the libraries' tactics too
-            t_compute = min(t_compute, flops / (self.peak_flops["fp32"] * c.compute))
         t_memory = 0.0
         if act_bytes:
             t_memory += act_bytes / (self.bandwidth(act_bytes) * c.memory)
         if weight_bytes:
             t_memory += weight_bytes / (self.bandwidth(weight_bytes, weights_resident) * c.memory)
-        bound = "compute" if t_compute >= t_memory else "memory"
-        return max(t_compute, t_memory) * self.kernel_scale.get(f"{kernel}/{bound}", 1.0), c.overhead_s
+        choices = tile_choices(shape, self.sm_count, self.ctas_per_sm, self.tiles, self.full_tile) \
+            if on_matrix and shape is not None else []
+        best: tuple[float, float, float] | None = None  # (total, compute, memory) of the fastest choice
+        for q, _tile, _blocks, _waves, split in choices or [(1.0, (0, 0), 0, 0, 1)]:
+            t_compute = flops / (peak * c.compute * q) if flops else 0.0
+            if on_matrix and precision not in ("fp32", "tf32") and q < 1:
+                # a kernel on the CUDA cores (no tiles to fill) is among the libraries' tactics too
+                t_compute = min(t_compute, flops / (self.peak_flops["fp32"] * c.compute))
+            t_mem, t_reduce = t_memory, 0.0
+            if split > 1 and shape is not None:
+                # the GEMM writes its partial sums in place of the output; the reduction kernel, enqueued
+                # right behind it (one device-side gap), reads them back and writes the output
+                half = split_k_bytes(shape, split) / 2
+                t_mem += half / (self.bandwidth(2 * half) * c.memory)
+                t_reduce = self.kernel_gap_s + half / (self.bandwidth(2 * half) * c.memory)
+            total = max(t_compute, t_mem) + t_reduce
+            if best is None or total < best[0]:
+                best = (total, t_compute, t_mem)
+        total, t_compute, t_mem = best  # type: ignore[misc]
+        bound = "compute" if t_compute >= t_mem else "memory"
+        return total * self.kernel_scale.get(f"{kernel}/{bound}", 1.0), c.overhead_s
 
 
 def _tiles(p: Mapping[str, Any], where: str,

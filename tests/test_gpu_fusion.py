@@ -16,6 +16,7 @@ from dispatch.frontend import load
 from targets.base import load_spec, make_target
 from targets.fusion import ORT, TRT, attention_members
 from targets.gpu import GpuTarget, op_class
+from targets.roofline import GemmShape, tile_choices, wave_quantisation
 
 F = TensorProto.FLOAT
 
@@ -117,20 +118,50 @@ def test_fused_attention_golden(a100):
     # The fused attention on the A100 at fp16, BERT-base's shape (12 heads, 128 tokens, head 64):
     #   flops  = 2 · (12·128·128) · 64 (QKᵀ) + 2 · (12·128·64) · 128 (P·V) = 50,331,648
     #   bytes  = Q, K, V and the output, 12·128·64 fp32 each stored at 2 bytes: 4 · 196,608 = 786,432
-    #   tiles  = QKᵀ as 12 GEMMs of 128x128x64 on 108 SMs: 64x64 tiles (half speed), 48 blocks in one wave,
-    #            q = 128·128·64·12 / (108 · 64·64·64) · 0.5 = 0.2222 (the best of the four tile shapes)
-    #   busy   = max(50,331,648 / (312e12 · 0.70 · 0.2222), 786,432 / (2039e9 · 0.80)) = 1.037 µs
+    #   tiles  = one block per (head, 64 query rows) looping over all keys (FlashAttention-2, [FA] in the
+    #            spec): P·V as 12 GEMMs of M = 128, N = 64, K = 128, no split-K, on 108 SMs. 64x64 tiles (half
+    #            speed): 12 · 2 · 1 = 24 blocks in one wave, q = 24 / 108 · 0.5 = 1/9 (128x64: 12 blocks at
+    #            2/3 speed, q = 12/108 · 2/3 = 0.074; 128x128 and 256x128 pad N: 0.056, 0.028)
+    #   busy   = max(50,331,648 / (312e12 · 0.70 / 9), 786,432 / (2039e9 · 0.80)) = max(2.074, 0.482) µs
     #   + the 1 µs device-side gap (kernel_gap_us)
     g = _attention()
     pv = next(n for n in g.nodes if n.name == "pv")
-    q = 128 * 128 * 64 * 12 / (108 * 64 * 64 * 64) * 0.5
+    q = 24 / 108 * 0.5
     busy = max(50_331_648 / (312e12 * 0.70 * q), 786_432 / (2039e9 * 0.80))
-    assert busy == pytest.approx(1.037e-6, rel=1e-3)
+    assert busy == pytest.approx(2.074e-6, rel=1e-3)
     assert a100["tensorrt"].cost(pv, analyze_node(pv)).latency_s == pytest.approx(busy + 1e-6, rel=1e-9)
     # the members are priced as their own kernels, their whole cost saved inside one segment with P·V
     soft = next(n for n in g.nodes if n.name == "softmax")
     assert a100["tensorrt"].fusion(soft, analyze_node(soft)) == ("pv", a100["tensorrt"].cost(soft,
                                                                                               analyze_node(soft)))
+
+
+def test_split_k_pays_its_reduction(a100):
+    # BERT-base's attention output projection at batch 1 under TensorRT on the A100 at fp16: x [128, 768] ·
+    # W [768, 768]. M = 128, N = 768, K = 768; flops 2 · 128 · 768 · 768 = 150,994,944; bytes at 2 B: x and
+    # the output 2 · 196,608, W 1,179,648 = 1,572,864 B / (2039e9 · 0.80) = 0.9642 µs (DRAM: no cache_bw).
+    # The output tiles alone are few (64x64: 24 blocks of 108), so K is split; each split s costs the partial
+    # sums s · 128 · 768 · 4 B (fp32 accumulators) written by the GEMM and read by a reduction kernel
+    # (CUTLASS GemmSplitKParallel + ReduceSplitK, [CS] in the spec), each way s · 0.24106 µs, + 1 µs gap:
+    #   64x64, s = 1: q = 24/108 · 0.5 = 1/9: compute 150,994,944 / (312e12 · 0.70 / 9) = 6.2223 µs
+    #   64x64, s = 2: q = 2/9: max(3.1112, 0.9642 + 0.4821) + 1 + 0.4821 = 4.5933 µs
+    #   64x64, s = 4: q = 4/9: max(1.5556, 0.9642 + 0.9642) + 1 + 0.9642 = 3.8927 µs   <- the fastest
+    #   128x64, s = 4: q = 48/108 · 2/3 = 0.2963: max(2.3334, 1.9284) + 1.9642 = 4.2976 µs
+    # (K/8 = 96 < 128: no split by 8.) Then the 1 µs device-side gap of the GEMM kernel itself.
+    w = _const("w", np.ones((768, 768)) * 0.01)
+    g = _graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [("x", [128, 768])],
+               [("y", [128, 768])], [w])
+    mm = g.nodes[0]
+    bw = 2039e9 * 0.80
+    half = 4 * 128 * 768 * 4 / bw
+    busy = max(150_994_944 / (312e12 * 0.70 * 4 / 9), 1_572_864 / bw + half) + 1e-6 + half
+    assert busy == pytest.approx(3.8927e-6, rel=1e-4)
+    assert a100["tensorrt"].cost(mm, analyze_node(mm)).latency_s == pytest.approx(busy + 1e-6, rel=1e-9)
+    # Without the reduction's price the split by 4 would cost max(1.5556, 0.9642) = 1.5556 µs: 2.5x less.
+    assert wave_quantisation(GemmShape(128, 768, 768), 108, 1, ((64, 64),))[:3] == (4 / 9, (64, 64), 96)
+    # A fused attention never splits K: one choice per tile, split 1, even with K = 512.
+    choices = tile_choices(GemmShape(128, 64, 512, 12, split_k=False), 108, 1, ((128, 64), (64, 64)))
+    assert [(c[1], c[2], c[4]) for c in choices] == [((128, 64), 12, 1), ((64, 64), 24, 1)]
 
 
 def test_residual_add_and_relu_join_the_conv():
