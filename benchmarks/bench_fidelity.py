@@ -47,8 +47,9 @@ def reason(row: Mapping[str, Any]) -> str:
         return ("predicted too fast: at this batch each of the ~110 kernels is a few µs; the model gives a "
                 "kernel its roofline time (tile and wave quantised, split-K's partial sums and reduction "
                 "kernel, the fused attention's batch · heads · seq/64 blocks) plus the 1 µs device-side gap, "
-                "but not a kernel's minimum duration on the device (its blocks' launch and ramp-up, pipeline "
-                "fill, tail), for which no measured figure was found (no GPU was lent to measure one); "
+                "but not the ramp-up of a short kernel that does work (its blocks' launch, the main loop's "
+                "pipeline fill, the epilogue and tail; an empty kernel costs no more than the gap), "
+                "for which no measured figure was found (no GPU was lent to measure one); "
                 "int8 halves the roofline terms but not these fixed costs, so int8 rows miss by more")
     if row["source"] == "TRT-BERT":
         return ("predicted too slow: the GEMMs are priced at the assumed 0.70 of the tensor peak (no sourced "

@@ -31,8 +31,10 @@ kernels (spec `kernel_gap_us`; targets/gpu.py chooses).
   right behind the GEMM, reads them back and writes the output ([CS] in the GPU specs). So a split choice
   costs max(compute, memory + s·M·N·4 B written) + kernel_gap + s·M·N·4 B read, the bytes at the class'
   memory efficiency. A kernel that never splits K (a fused attention: `GemmShape.split_k` False) has s = 1.
-* Not modelled, for want of a measured source: a kernel's minimum duration on the device (its blocks'
-  launch and ramp-up, the pipeline fill and the tail), beyond the device-side gap between kernels.
+* Not modelled, for want of a measured source: the ramp-up of a short kernel that does work (its blocks'
+  launch, the main loop's pipeline fill before the first MMA, the epilogue and the tail). An empty kernel
+  costs no more than the device-side gap already charged: a replayed graph of no-op kernels takes ~0.6 µs
+  per node ([CG] in the GPU specs, ahrefs/ocannl issue 488), under the 1 µs `kernel_gap_us`.
 * Depthwise and grouped convolutions with few channels per group cannot fill a tensor-core tile: cuDNN and
   TensorRT run them as direct kernels on the CUDA cores, memory-bound (cuDNN developer guide, "Tensor Core
   Operations": channels per group must be a multiple of 8 for tensor-core kernels). They are priced on the
