@@ -108,6 +108,23 @@ def _provider_list(provider: str) -> list[str]:
     return [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
 
 
+# onnxruntime's ConstantFolding can inline an If whose condition the frontend folded to a constant; a branch
+# that gives Range a (1,)-shaped bound (onnx's expanded affine_grid: Split outputs) then fails Range's shape
+# inference, though its kernel takes it (tests/test_backend.py, test_affine_grid_2d*_expanded). Only a
+# session refused for that reason is built again without ConstantFolding.
+_RANGE_SCALARS = "Input to 'Range' op should be scalars"
+
+
+def _session(model: bytes, so: ort.SessionOptions, providers: list[Any]) -> ort.InferenceSession:
+    """The segment's session; again without ConstantFolding when that pass left Range a (1,)-shaped bound."""
+    try:
+        return ort.InferenceSession(model, so, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types
+        if _RANGE_SCALARS not in str(e):
+            raise
+    return ort.InferenceSession(model, so, providers=providers, disabled_optimizers=["ConstantFolding"])
+
+
 def session_options(threads: int | None = None, profile_prefix: str | None = None) -> ort.SessionOptions:
     """The options every session of these targets uses (and calibration measures with): ORT_ENABLE_ALL."""
     so = ort.SessionOptions()
@@ -482,9 +499,7 @@ class OrtTarget(Target):
         if shared:
             so.add_external_initializers(list(shared), values)
         try:
-            sess = ort.InferenceSession(
-                model.SerializeToString(), so, providers=_provider_list(self.provider)
-            )
+            sess = _session(model.SerializeToString(), so, _provider_list(self.provider))
         except Exception as e:  # onnxruntime raises its own exception types
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise DispatchError(

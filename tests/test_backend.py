@@ -51,13 +51,6 @@ EXCLUDED: dict[str, str] = {
         "feeds X of shape (0,) in the symbolic dimension 'n'; run() refuses a size-0 symbolic dimension "
         "(dispatch/validate.py, _check_shape) as the frontend binds symbols to sizes >= 1 "
         "(tests/test_frontend.py): empty tensors are a design decision, not a bug here",
-    r"^test_affine_grid_2d(_align_corners)?_expanded_cpu$":
-        "the frontend folds the If's condition (2-D or 3-D, from the static size input) to a constant; "
-        "onnxruntime's ConstantFolding then inlines that If's branch in the segment, whose Split gives Range "
-        "a (1,)-shaped bound that Range's shape inference refuses, though its kernel takes it. Measured: the "
-        "whole model builds (its condition is computed), fails the same way with the condition as an "
-        "initializer, and then builds with disabled_optimizers=['ConstantFolding'], a session option that "
-        "targets/gpu.py would own",
 }
 # ... and under the ASIC-first strategy only.
 EXCLUDED_ASIC_FIRST: dict[str, str] = {}
