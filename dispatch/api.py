@@ -50,6 +50,7 @@ from dispatch.validate import (
     FeedSpec,
     ValidationResult,
     compare,
+    emulated_layers,
     feed_specs,
     generate_feeds,
     graph_depth,
@@ -57,7 +58,8 @@ from dispatch.validate import (
     reference_outputs,
 )
 from dispatch.validate import _feed_spec as _value_spec
-from targets.base import DEFAULT_TARGETS, Target, make_target
+from targets.asic.numerics import check_numerics
+from targets.base import DEFAULT_TARGETS, Target, load_spec, make_target
 
 __all__ = ["Dispatcher", "Planner"]
 
@@ -109,6 +111,10 @@ class Dispatcher:
         kernels are its only user here). None (default): onnxruntime's and the BLAS's own defaults.
     max_in_flight: runs `submit` admits at once (the pipeline's bound).
     rtol, atol: tolerances of validate().
+    asic_numerics: "emulate" (default): asic targets built here round float MatMul/Gemm/Conv operands to
+        their compute dtype (bf16 on tpu-v4-like) with fp32 accumulation, and validate() floors those
+        outputs' rtol by the precision (docs/numerics.md); "exact": float32, as onnxruntime. Targets passed
+        as objects keep their own setting (AsicTarget(..., numerics=...)).
     max_memory: the memory budget in bytes or as a size like '4G' (default: half of the available memory);
         a model, binding or feed whose tensors would exceed it is refused before allocating them
         (dispatch/budget.py).
@@ -123,7 +129,7 @@ class Dispatcher:
                  plan_options: Mapping[str, Any] | None = None, planner: Planner | None = None,
                  warmup: Sequence[Bindings] | None = None, on_new_shape: str = "build",
                  threads: int | Mapping[str, int] | None = None, max_in_flight: int = 8,
-                 max_memory: int | str | None = None) -> None:
+                 max_memory: int | str | None = None, asic_numerics: str = "emulate") -> None:
         if not isinstance(plan_cache_size, int) or plan_cache_size < 1:
             raise DispatchError(f"plan_cache_size must be a positive integer, not {plan_cache_size!r}.")
         if on_new_shape not in ON_NEW_SHAPE:
@@ -144,6 +150,7 @@ class Dispatcher:
             raise DispatchError(f"plan_options must map option names to values, not {plan_options!r}.")
         self.strategy, self.objective = strategy, objective
         self.rtol, self.atol = rtol, atol
+        self.asic_numerics = check_numerics(asic_numerics)
         self.plan_cache_size = plan_cache_size
         self._plan_options = dict(plan_options or {})
         if planner is None:  # a bad strategy or option fails before the model is loaded
@@ -200,7 +207,8 @@ class Dispatcher:
             if isinstance(t, Target):
                 out[name] = t
             else:
-                out[name] = make_target(name, t)
+                opts = {"numerics": self.asic_numerics} if load_spec(t).kind == "asic" else {}
+                out[name] = make_target(name, t, **opts)
                 self._own.append(out[name])
         return out
 
@@ -428,8 +436,15 @@ class Dispatcher:
         entry = self._entry(self._checker.check(feeds))
         outputs = entry.runtime.run(feeds)
         reference = reference_outputs(entry.graph, feeds)
+        emulated = {}
+        for n in entry.graph.nodes:
+            target = self._targets.get(entry.plan.assignment.get(n.name, ""))
+            u = getattr(target, "emulated_roundoff", lambda _: None)(n)
+            if u is not None:
+                emulated[n.name] = u
         result = compare(outputs, reference, self.rtol, self.atol, depth=graph_depth(entry.graph),
-                         atol_floors=quantized_spread(entry.graph, feeds, reference))
+                         atol_floors=quantized_spread(entry.graph, feeds, reference),
+                         emulation=emulated_layers(entry.graph, emulated))
         self._validation = result
         return result
 

@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", choices=("fp32", "tf32", "fp16", "bf16", "int8", "fp8"),
                    help="precision gpu/cpu targets predict float32 tensors at (default fp32; fp16, bf16 and "
                         "integer nodes are priced at their own dtype; execution is unchanged)")
+    g.add_argument("--asic-numerics", choices=("emulate", "exact"), default="emulate",
+                   help="how asic targets compute float MatMul/Gemm/Conv: 'emulate' rounds operands to the "
+                        "preset's compute dtype (bf16 on tpu-v4-like) with fp32 accumulation, and validation "
+                        "uses precision-derived tolerances (docs/numerics.md); 'exact' computes in float32 "
+                        "(default emulate)")
     g.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
                    help="bind an input's shape or a symbolic dimension (SYMBOL=8); repeatable")
     g.add_argument("--load-plan", metavar="PATH", help="use the placement saved in PATH instead of planning")
@@ -170,8 +175,10 @@ def _save_npz(path: str, arrays: Mapping[str, Any]) -> None:
         np.savez(f, **dict(arrays))
 
 
-def make_targets(spec: Mapping[str, str], precision: str | None = None) -> dict[str, Any]:
-    """Targets from NAME -> preset; `precision` goes to gpu and cpu targets (the onnxruntime-backed kinds)."""
+def make_targets(spec: Mapping[str, str], precision: str | None = None,
+                 asic_numerics: str = "emulate") -> dict[str, Any]:
+    """Targets from NAME -> preset; `precision` goes to gpu and cpu targets (the onnxruntime-backed kinds),
+    `asic_numerics` to asic targets."""
     from targets.base import load_spec, make_target
 
     kinds = {name: load_spec(preset).kind for name, preset in spec.items()}
@@ -182,6 +189,8 @@ def make_targets(spec: Mapping[str, str], precision: str | None = None) -> dict[
     try:
         for name, preset in spec.items():
             opts = {"precision": precision} if precision and kinds[name] in ("gpu", "cpu") else {}
+            if kinds[name] == "asic":
+                opts = {"numerics": asic_numerics}
             out[name] = make_target(name, preset, **opts)
     except BaseException:
         for t in out.values():
@@ -342,7 +351,7 @@ def run(argv: Sequence[str]) -> int:
                                     f"--inputs gives it shape {'x'.join(map(str, v.shape))}; drop one of "
                                     "them.")
     targets = make_targets(parse_targets(args.targets) if args.targets is not None else DEFAULT_TARGETS,
-                           args.precision)
+                           args.precision, args.asic_numerics)
     planner = _Planner(args.load_plan)
     console = _console()
     try:

@@ -17,8 +17,8 @@ from dispatch.errors import DispatchError
 from dispatch.ir import Graph, numpy_dtype
 
 __all__ = ["FeedSpec", "FeedChecker", "feed_specs", "check_feeds", "generate_feeds", "OutputError",
-           "ValidationResult", "compare", "graph_depth", "quantized_spread", "reference_outputs",
-           "DEFAULT_RTOL", "DEFAULT_ATOL"]
+           "ValidationResult", "compare", "emulated_layers", "graph_depth", "quantized_spread",
+           "reference_outputs", "DEFAULT_RTOL", "DEFAULT_ATOL"]
 
 # The check is normwise, per output: max |a − r| ≤ atol + rtol · max |r|. Elementwise relative checks fail
 # on deep fp32 networks for reasons that are not errors: a differently ordered sum of K products drifts by
@@ -43,6 +43,16 @@ DEFAULT_ATOL = 1e-5
 # differs by 0.0117 of the output scale = 24u at depth 118 (2.2·sqrt(118)·u); the floor, 54u, leaves 2.2x.
 _ROUNDOFF = {"float16": 2.0**-11, "bfloat16": 2.0**-8}
 _DEPTH_GROWTH = 5.0
+# An ASIC that emulates its multipliers (targets/asic/numerics.py; derivation in docs/numerics.md) rounds the
+# operands of each float32 MatMul/Gemm/Conv to its compute dtype (unit roundoff u: bf16 2^-8, fp16 2^-11) and
+# accumulates in fp32. One K-long dot product then errs by e = sum a_i·b_i·(d_i + f_i), |d_i|, |f_i| <= u:
+# at worst 2u·sum|a_i·b_i|; with independent roundings (variance u²/3 each), sqrt(2/3)·u·||a∘b||_2, which is
+# at most sqrt(2/3)·u·sqrt(K)·max|a_i·b_i| and, for a layer whose output is not a cancellation, a few u of
+# the output's scale. The fp32 accumulation adds about sqrt(K)·2^-24, negligible. Over a path through L
+# emulated layers the per-layer errors are independent and add like a random walk, u·sqrt(L) times the
+# network's gain, so the same rule as for 16-bit outputs applies with L in place of the depth: rtol floor
+# u·max(20, 5·sqrt(L)), L = emulated layers on the output's longest path (`emulated_layers`). Measured
+# errors against it: benchmarks/results/asic_numerics.md.
 
 _ANY = "?"  # a dimension with neither a value nor a name: any size, tied to nothing
 
@@ -305,7 +315,7 @@ class OutputError:
     scale: float
     ok: bool
     tolerances: tuple[float, float] | None = None  # (rtol, atol) when the output's dtype raised them
-    raised_for: str = ""  # why: "16-bit float" or "quantized"
+    raised_for: str = ""  # why: "16-bit float", "quantized" or e.g. "bf16 ASIC numerics, 54 layers"
 
 
 @dataclass(frozen=True)
@@ -348,6 +358,30 @@ def graph_depth(graph: Graph) -> int:
     return max((depth.get(o.name, 1) for o in graph.outputs), default=1)
 
 
+def emulated_layers(graph: Graph, emulated: Mapping[str, float]) -> dict[str, tuple[float, int]]:
+    """Per graph output reached by emulated nodes: (the largest unit roundoff u among them, the most emulated
+    nodes on one path to it). `emulated`: node name -> the unit roundoff its operands were rounded to."""
+    count: dict[str, tuple[float, int]] = {}
+    for n in graph.nodes:
+        u, layers = 0.0, 0
+        for v in n.present_inputs:
+            vu, vl = count.get(v.name, (0.0, 0))
+            u, layers = max(u, vu), max(layers, vl)
+        if n.name in emulated:
+            u, layers = max(u, emulated[n.name]), layers + 1
+        if layers:
+            for o in n.outputs:
+                count[o.name] = (u, layers)
+    return {o.name: count[o.name] for o in graph.outputs if o.name in count}
+
+
+def _emulation_floor(u: float, layers: int) -> float:
+    return u * max(20.0, _DEPTH_GROWTH * float(np.sqrt(max(layers, 1))))
+
+
+_U_NAME = {2.0**-8: "bf16", 2.0**-11: "fp16"}
+
+
 def _compare_one(name: str, a: np.ndarray, r: np.ndarray, rtol: float, atol: float,
                  depth: int = 1) -> OutputError:
     a, r = np.asarray(a), np.asarray(r)
@@ -381,11 +415,13 @@ def _compare_one(name: str, a: np.ndarray, r: np.ndarray, rtol: float, atol: flo
 
 def compare(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
             rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL, *, depth: int = 1,
-            atol_floors: Mapping[str, float] | None = None) -> ValidationResult:
+            atol_floors: Mapping[str, float] | None = None,
+            emulation: Mapping[str, tuple[float, int]] | None = None) -> ValidationResult:
     """Compare every reference output with the same-named output (a missing one fails with infinite error).
 
     depth: nodes on the graph's longest path (`graph_depth`), for the floor of 16-bit float tolerances;
-    atol_floors: a floor on atol per output (`quantized_spread`)."""
+    atol_floors: a floor on atol per output (`quantized_spread`); emulation: per output, the unit roundoff and
+    emulated layers behind it (`emulated_layers`), which floor rtol at u·max(20, 5·sqrt(L))."""
     if rtol < 0 or atol < 0:
         raise DispatchError(f"Tolerances must be non-negative, got rtol={rtol} and atol={atol}; fix them.")
     errs = []
@@ -398,6 +434,13 @@ def compare(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarra
             e = _compare_one(name, outputs[name], r, rtol, max(atol, floor), depth)
             if floor > atol and e.tolerances is None:
                 e = replace(e, tolerances=(rtol, floor), raised_for="quantized")
+            if name in (emulation or {}) and e.tolerances is None and np.asarray(r).dtype == np.float32:
+                u, layers = emulation[name]
+                erl = _emulation_floor(u, layers)
+                if erl > rtol:
+                    e = replace(_compare_one(name, outputs[name], r, erl, max(atol, floor)),
+                                tolerances=(erl, max(atol, floor)),
+                                raised_for=f"{_U_NAME.get(u, f'u={u:g}')} ASIC numerics, {layers} layers")
             errs.append(e)
     return ValidationResult(tuple(errs), rtol, atol)
 

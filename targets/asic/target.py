@@ -9,8 +9,11 @@ domain, within these limits:
 * float ops: every tensor's dtype is one the spec lists in ``dtypes`` that the NumPy kernels compute in
   (float32, float16, bfloat16). Timing and energy use the array's ``compute_dtype``: a float32 graph on
   tpu-v4-like is timed as bf16 multiplies with fp32 accumulation (what XLA does with fp32 matmuls on a
-  TPU by default); on edge-npu as fp16 at a quarter of its int8 rate. The NumPy kernels still compute in
-  the tensors' dtype with fp32 accumulation, so float32 outputs match onnxruntime;
+  TPU by default); on edge-npu as fp16 at a quarter of its int8 rate. With ``numerics="emulate"`` (the
+  default) the kernels compute that way too: MatMul/Gemm/Conv round their float32 operands to the compute
+  dtype (``numerics.ROUNDING``) and accumulate in fp32, with an fp32 epilogue, so validation shows what the
+  ASIC's numerics cost (docs/numerics.md); ``numerics="exact"`` computes in the tensors' dtype with fp32
+  accumulation, so float32 outputs match onnxruntime;
 * integer ops: the spec lists int8; 8-bit operands and zero points (int8 or uint8), float32 scales
   (per tensor for the input and output, per tensor or per channel for the weights), an int32 bias, and
   constant weights (ConvInteger, QLinearConv), scales and output zero point. They are timed in int8:
@@ -68,7 +71,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -87,6 +90,7 @@ from targets.asic.kernels import (
     fold_batchnorm,
 )
 from targets.asic.mapping import map_gemm
+from targets.asic.numerics import EMULATED_OPS, ROUNDING, UNIT_ROUNDOFF, check_numerics, rounded_operands
 from targets.asic.params import DTYPE_NAMES, WORD_BYTES, AsicParams, parse_asic_params
 from targets.asic.qkernels import INT8_DTYPES, QKERNELS
 from targets.asic.timing import (
@@ -243,12 +247,15 @@ def _bn_params_const(bn: Node) -> bool:
 class AsicTarget(Target):
     """A simulated systolic-array accelerator: NumPy kernels for results, the systolic model for cost.
 
-    ``AsicTarget(name, spec, **overrides)``: `overrides` replace keys of the spec's [asic] table (for
-    sweeps over hardware parameters), e.g. ``make_target("asic", "tpu-v4-like", rows=256, cols=256)``.
+    ``AsicTarget(name, spec, numerics="emulate", **overrides)``: `numerics` is "emulate" (float
+    MatMul/Gemm/Conv operands rounded to the compute dtype, fp32 accumulation) or "exact" (float32);
+    `overrides` replace keys of the spec's [asic] table (for sweeps over hardware parameters), e.g.
+    ``make_target("asic", "tpu-v4-like", rows=256, cols=256)``.
     """
 
-    def __init__(self, name: str, spec: TargetSpec, **overrides: Any) -> None:
+    def __init__(self, name: str, spec: TargetSpec, numerics: str = "emulate", **overrides: Any) -> None:
         super().__init__(name, spec)
+        self.numerics = check_numerics(numerics)
         table = {**dict(spec.params), **overrides}
         self.params = parse_asic_params(table, f"Spec '{Path(spec.source).name}' [asic]", spec.idle_w)
         self.provider = f"numpy (simulated {spec.name})"
@@ -264,7 +271,7 @@ class AsicTarget(Target):
     def describe(self) -> dict[str, Any]:
         a = self.params.array
         return {**super().describe(), "peak_flops": self.peak_flops,
-                "compute_dtype": self.params.compute_dtype,
+                "compute_dtype": self.params.compute_dtype, "numerics": self.numerics,
                 "array": f"{a.num_arrays} x {a.rows}x{a.cols} {a.dataflow} at {a.clock_hz / 1e9:g} GHz",
                 "offchip_bandwidth_Bps": a.offchip_bandwidth_Bps, "capacity_bytes": self.capacity_bytes}
 
@@ -506,6 +513,19 @@ class AsicTarget(Target):
         return Cost(t.latency_s, energy_j(t, self.params.energy_for(self.timing_dtype(node)))) + epilogue
 
     # -- execution -------------------------------------------------------------------------------------
+    def emulated_roundoff(self, node: Node) -> float | None:
+        """The unit roundoff `node`'s operands are rounded to when run here (emulated float MatMul/Gemm/Conv
+        on a 16-bit compute dtype), else None."""
+        if self.operand_rounding() is None or node.op_type not in EMULATED_OPS:
+            return None
+        if not any(v.dtype == np.float32 for v in node.present_inputs[:2]):
+            return None
+        return UNIT_ROUNDOFF[self.params.compute_dtype]
+
+    def operand_rounding(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """How the float MatMul/Gemm/Conv operands are rounded when run: None when exact or fp32."""
+        return ROUNDING[self.params.compute_dtype] if self.numerics == "emulate" else None
+
     def compile(self, graph: Graph, nodes: Sequence[Node], inputs: Sequence[str],
                 outputs: Sequence[str]) -> Executable:
         """A thread-safe callable running `nodes` in order with the NumPy kernels, feeds -> `outputs`."""
@@ -513,7 +533,7 @@ class AsicTarget(Target):
             reason = self.unsupported_reason(n)
             if reason is not None:
                 raise DispatchError(f"Node '{n.name}' cannot run on ASIC target '{self.name}': {reason}.")
-        program = _Program.build(self.name, nodes, inputs, outputs)
+        program = _Program.build(self.name, nodes, inputs, outputs, self.operand_rounding())
         return replace(program, notes=graph.notes)  # floating-point events are reported as the model's notes
 
 
@@ -547,7 +567,10 @@ class _Program:
 
     @classmethod
     def build(cls, target: str, nodes: Sequence[Node], inputs: Sequence[str],
-              outputs: Sequence[str]) -> _Program:
+              outputs: Sequence[str], rounding: Callable[[np.ndarray], np.ndarray] | None = None) -> _Program:
+        """rounding: applied to the float32 operands of MatMul/Gemm/Conv (``numerics.EMULATED_OPS``):
+        constants once here (after any BatchNormalization is folded, as a compiler would), run-time tensors
+        on every call."""
         in_segment = {n.name for n in nodes}
         wanted = set(outputs)
         folded: dict[str, Node] = {}  # Conv name -> the BN folded into it
@@ -584,7 +607,13 @@ class _Program:
                 op = "QLinearConv" if n.op_type == "Conv" else "QLinearMatMul"
                 raw.append((n.name, QKERNELS[op], args, dict(n.attrs), tuple(v.name for v in q.outputs)))
                 continue
+            emulated = EMULATED_OPS.get(n.op_type) if rounding is not None else None
+            if emulated:
+                args = [_const(rounding(a)) if i in emulated and isinstance(a, np.ndarray)
+                        and a.dtype == np.float32 else a for i, a in enumerate(args)]
             kernel, args = distinct_filters(n.op_type, ALL_KERNELS[n.op_type], args, n.attrs, _const)
+            if emulated and any(isinstance(a, str) for i, a in enumerate(args) if i in emulated):
+                kernel = rounded_operands(kernel, emulated, rounding)
             raw.append((n.name, kernel, args, dict(n.attrs), outs))
         if qdq:  # a DequantizeLinear whose only readers were fused into integer kernels has nothing to do
             read = {a for r in raw for a in r[2] if isinstance(a, str)}
