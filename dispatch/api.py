@@ -50,10 +50,10 @@ from dispatch.validate import (
     FeedSpec,
     ValidationResult,
     compare,
-    emulated_layers,
     feed_specs,
     generate_feeds,
     graph_depth,
+    plan_emulation,
     quantized_spread,
     reference_outputs,
 )
@@ -436,15 +436,9 @@ class Dispatcher:
         entry = self._entry(self._checker.check(feeds))
         outputs = entry.runtime.run(feeds)
         reference = reference_outputs(entry.graph, feeds)
-        emulated = {}
-        for n in entry.graph.nodes:
-            target = self._targets.get(entry.plan.assignment.get(n.name, ""))
-            u = getattr(target, "emulated_roundoff", lambda _: None)(n)
-            if u is not None:
-                emulated[n.name] = u
         result = compare(outputs, reference, self.rtol, self.atol, depth=graph_depth(entry.graph),
                          atol_floors=quantized_spread(entry.graph, feeds, reference),
-                         emulation=emulated_layers(entry.graph, emulated))
+                         emulation=plan_emulation(entry.graph, entry.plan.assignment, self._targets))
         self._validation = result
         return result
 

@@ -17,8 +17,8 @@ from dispatch.errors import DispatchError
 from dispatch.ir import Graph, numpy_dtype
 
 __all__ = ["FeedSpec", "FeedChecker", "feed_specs", "check_feeds", "generate_feeds", "OutputError",
-           "ValidationResult", "compare", "emulated_layers", "graph_depth", "quantized_spread",
-           "reference_outputs", "DEFAULT_RTOL", "DEFAULT_ATOL"]
+           "ValidationResult", "compare", "emulated_layers", "graph_depth", "plan_emulation",
+           "quantized_spread", "reference_outputs", "DEFAULT_RTOL", "DEFAULT_ATOL"]
 
 # The check is normwise, per output: max |a − r| ≤ atol + rtol · max |r|. Elementwise relative checks fail
 # on deep fp32 networks for reasons that are not errors: a differently ordered sum of K products drifts by
@@ -373,6 +373,19 @@ def emulated_layers(graph: Graph, emulated: Mapping[str, float]) -> dict[str, tu
             for o in n.outputs:
                 count[o.name] = (u, layers)
     return {o.name: count[o.name] for o in graph.outputs if o.name in count}
+
+
+def plan_emulation(graph: Graph, assignment: Mapping[str, str],
+                   targets: Mapping[str, object]) -> dict[str, tuple[float, int]]:
+    """`emulated_layers` for a plan: the nodes whose target says it rounds their operands (a target's
+    ``emulated_roundoff(node)``, the ASIC's in emulate mode) -> `compare`'s `emulation` argument."""
+    emulated = {}
+    for n in graph.nodes:
+        target = targets.get(assignment.get(n.name, ""))
+        u = getattr(target, "emulated_roundoff", lambda _: None)(n)
+        if u is not None:
+            emulated[n.name] = u
+    return emulated_layers(graph, emulated)
 
 
 def _emulation_floor(u: float, layers: int) -> float:

@@ -236,7 +236,7 @@ def test_accepted_dtypes_run(preset):
     # The other direction: every dtype the predicate accepts, the kernels compute, in that dtype, close to
     # onnxruntime's float32 result on the same (rounded) weights and inputs. Tolerance: a few roundings of
     # the output to 8 (bf16) or 11 (fp16) significant bits on values of size ~1-3: 2^-8·3·4 ≈ 0.05.
-    # Exact numerics: the float32 case must match onnxruntime's float32 (emulation: tests/test_asic_numerics.py).
+    # Exact numerics: float32 must match onnxruntime (emulation: tests/test_asic_numerics.py).
     t = make_target("asic", preset, numerics="exact")
     feeds32 = {"X": RNG.uniform(-1, 1, (1, 2, 4, 4)).astype(np.float32),
                "F": RNG.uniform(-1, 1, (3, 6)).astype(np.float32)}

@@ -30,7 +30,7 @@ from onnx import numpy_helper as nh
 from dispatch import Dispatcher, DispatchError
 from dispatch.cli import main
 from dispatch.frontend import load
-from dispatch.validate import compare, graph_depth
+from dispatch.validate import compare, graph_depth, plan_emulation
 
 STRATEGIES = ("optimal", "priority", "greedy", "heft", "only:gpu", "only:asic")
 OPSET = 17
@@ -199,7 +199,8 @@ def check_graph(model: onnx.ModelProto, feeds: dict[str, np.ndarray], tally: Cou
         try:
             with Dispatcher(model, strategy=strategy) as d:
                 outputs = d.run(feeds)
-                result = compare(outputs, reference, d.rtol, d.atol, depth=graph_depth(d.graph))
+                result = compare(outputs, reference, d.rtol, d.atol, depth=graph_depth(d.graph),
+                                 emulation=plan_emulation(d.graph, d.plan.assignment, d.targets))
         except DispatchError as e:
             if tally is not None:
                 tally[f"refused ({refusal_class(e)})"] += 1
