@@ -152,6 +152,14 @@ def _wse(md: str, tables: Tables) -> str | None:
     return f"stem {stem}; whole network {net}"
 
 
+def _asic_numerics(md: str, tables: Tables) -> str | None:
+    rows = [r for r in _rows(tables, "numerics") if r.get("numerics") == "emulate"]
+    if not rows:
+        return None
+    return "; ".join(f"{r['model']} {r['abs err / scale']} of scale (rtol {r['rtol']}, {r['verdict']})"
+                     for r in rows)
+
+
 def _pipeline(md: str, tables: Tables) -> str | None:
     rows = _rows(tables, "how")
     row = next((r for r in rows if r["how"].startswith("pipelined") and "vs serial 1+1" in r), None)
@@ -228,6 +236,8 @@ ROWS = (
         "and Ray", _sweep),
     Row("wse", "wse2-like (850,000 cores) utilisation on ResNet-50's Conv/Gemm layers, before → after the "
         "many-array mapping", "not set (predicted; derivation in `docs/wafer-scale.md`)", _wse),
+    Row("asic_numerics", "emulated bf16 ASIC numerics: whole-model error against float32 (ResNet-50, BERT, "
+        "int8 ResNet-50)", "validates at the precision-derived rtol (`docs/numerics.md`)", _asic_numerics),
     Row("backend", "onnxruntime's backend test suite through the dispatcher", "every test passes or is "
         "excluded with a reason", _pytest),
 )
