@@ -1,8 +1,6 @@
 """The ASIC's GEMM and Conv kernels: MatMul, Gemm and Conv.
 
-Split out of ``kernels.py``, which keeps the op_type tables; the element-wise epilogues are
-``epilogues.py``.
-
+The element-wise epilogues are in ``epilogues.py``.
 
 Semantics follow the ONNX operator specs (https://onnx.ai/onnx/operators/). Products accumulate in
 float32, as a systolic array with fp16/bf16 multipliers and fp32 accumulators does (TPU v4: bf16 in,
@@ -14,12 +12,7 @@ prod(output)) column matrix, and one batched `numpy.matmul` multiplies each grou
 columns (one BLAS call per image and group). Depthwise convs (one input channel per group) build their
 columns from contiguous runs of a flattened, stride-phase-split copy of the input (`_Runs`), in channel
 blocks that stay in cache, for one batched matmul per block. The shape checks are cached per layer shape.
-Relu, Clip and Add also have in-place variants (`INPLACE_KERNELS`) for a runtime that owns the operand.
-
-`KERNELS` maps an ONNX op_type to a function `(inputs, attrs) -> outputs`: `inputs` are the node's
-positional inputs (None for an omitted optional one), `attrs` the attribute values as
-`onnx.helper.get_attribute_value` returns them with bytes decoded to str. Missing attributes take the
-spec's defaults. Adding an op is one function plus one line in `KERNELS`.
+The op_type tables that name these kernels are in ``kernels.py``.
 """
 
 from __future__ import annotations
