@@ -52,6 +52,7 @@ import models  # noqa: E402
 from dispatch.analysis import analyze_node  # noqa: E402
 from dispatch.calibration import Profile, calibrate, calibration_cases  # noqa: E402
 from dispatch.calibration.cases import neg_chain  # noqa: E402
+from dispatch.calibration.timing import profiled_runs  # noqa: E402
 from dispatch.frontend import load  # noqa: E402
 from dispatch.ir import Graph, Node  # noqa: E402
 from targets.base import make_target  # noqa: E402
@@ -262,22 +263,7 @@ def kernel_shares(
 ) -> dict[str, float]:
     """Per onnxruntime kernel (profile op_name), its share of the profiled kernel time (median over runs),
     after taking off each kernel_time event what the profiler adds to it (`bias_us`, from the calibration)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        so = session_options(threads, profile_prefix=str(Path(tmp) / "whole"))
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        for _ in range(2 + runs):
-            sess.run(None, feeds)
-        events = json.loads(Path(sess.end_profiling()).read_text())
-    spans = sorted(
-        (e["ts"], e["ts"] + e["dur"])
-        for e in events
-        if e.get("cat") == "Session" and e.get("name") == "model_run"
-    )[2:]
-    kernels = [
-        (e["ts"], e["dur"], e.get("args", {}).get("op_name", "?"))
-        for e in events
-        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")
-    ]
+    spans, kernels = profiled_runs(str(path), feeds, "CPUExecutionProvider", threads, warmup=2, repeats=runs)
     per: dict[str, list[float]] = {}
     for lo, hi in spans:
         run: dict[str, float] = {}

@@ -50,14 +50,15 @@ class Timing:
         return max(self.wall_s - session_s, 0.0) * share
 
 
-def measure_case(
-    case: Case, provider: str, repeats: int, threads: int | None = None, warmup: int = 3
-) -> Timing:
-    """Profile `repeats` runs (onnxruntime's kernel_time events) and time as many unprofiled ones."""
-    feeds = case.feeds()
+def profiled_runs(
+    model: bytes | str, feeds: dict[str, np.ndarray], provider: str, threads: int | None, warmup: int,
+    repeats: int,
+) -> tuple[list[tuple[float, float]], list[tuple[float, float, str]]]:
+    """Run `warmup + repeats` profiled sessions; return the timed runs' (start, end) spans and every
+    kernel_time event as (start, duration, op_name), both in µs on the profiler's clock."""
     with tempfile.TemporaryDirectory() as tmp:
-        so = session_options(threads, profile_prefix=str(Path(tmp) / "calib"))
-        sess = ort.InferenceSession(case.model.SerializeToString(), so, providers=_provider_list(provider))
+        so = session_options(threads, profile_prefix=str(Path(tmp) / "profile"))
+        sess = ort.InferenceSession(model, so, providers=_provider_list(provider))
         for _ in range(warmup + repeats):
             sess.run(None, feeds)
         events = json.loads(Path(sess.end_profiling()).read_text())
@@ -71,6 +72,15 @@ def measure_case(
         for e in events
         if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")
     ]
+    return runs, kernels
+
+
+def measure_case(
+    case: Case, provider: str, repeats: int, threads: int | None = None, warmup: int = 3
+) -> Timing:
+    """Profile `repeats` runs (onnxruntime's kernel_time events) and time as many unprofiled ones."""
+    runs, kernels = profiled_runs(case.model.SerializeToString(), case.feeds(), provider, threads,
+                                  warmup, repeats)
 
     def timed(op: str) -> bool:
         return op in case.kernels if case.kernels else op not in _SKIP_OPS
