@@ -15,6 +15,7 @@ import onnx
 
 from dispatch.errors import DispatchError
 from dispatch.ir import Graph, numpy_dtype
+from targets.asic.numerics import UNIT_ROUNDOFF
 
 __all__ = ["FeedSpec", "FeedChecker", "feed_specs", "check_feeds", "generate_feeds", "OutputError",
            "ValidationResult", "compare", "emulated_layers", "graph_depth", "plan_emulation",
@@ -395,7 +396,7 @@ def _emulation_floor(u: float, layers: int) -> float:
     return u * max(20.0, _EMULATION_GROWTH * float(np.sqrt(max(layers, 1))))
 
 
-_U_NAME = {2.0**-8: "bf16", 2.0**-11: "fp16"}
+_U_NAME = {u: name for name, u in UNIT_ROUNDOFF.items()}
 
 
 def _compare_one(name: str, a: np.ndarray, r: np.ndarray, rtol: float, atol: float,
