@@ -38,6 +38,7 @@ import onnx
 
 from dispatch.budget import resolve_budget
 from dispatch.errors import DispatchError
+from dispatch.feeds import _feed_spec as _value_spec
 from dispatch.frontend import load, load_model_proto
 from dispatch.ir import Graph
 from dispatch.pipeline import Pipeline
@@ -57,7 +58,6 @@ from dispatch.validate import (
     quantized_spread,
     reference_outputs,
 )
-from dispatch.validate import _feed_spec as _value_spec
 from targets.asic.numerics import check_numerics
 from targets.base import DEFAULT_TARGETS, Target, load_spec, make_target
 

@@ -10,7 +10,7 @@ submodule `pkg.sub` when that is a module). The layers, lowest first, as docs/ar
     2 targets   targets/: the cost models and executors (roofline, fusion tables, ASIC timing, profiles)
     3 planner   dispatch.problem, objective, plan, partition/, explain, plan_io; and calibration/ (fits a
                 target's cost model by timing cases: it loads and analyses models and drives targets)
-    4 runtime   dispatch.runtime, pipeline, validate, report, trace, dot, annotate
+    4 runtime   dispatch.runtime, pipeline, validate, feeds, report, trace, dot, annotate
     5 api       dispatch (the package's lazy facade), api, backend, sweep/, serve/
     6 cli       dispatch.cli, __main__, and the serve, sweep and calibrate command lines
 
@@ -37,7 +37,8 @@ LAYERS: dict[str, int] = {
         ["dispatch.problem", "dispatch.objective", "dispatch.plan", "dispatch.partition", "dispatch.explain",
          "dispatch.plan_io", "dispatch.calibration"], 3),
     **dict.fromkeys(
-        ["dispatch.runtime", "dispatch.pipeline", "dispatch.validate", "dispatch.report", "dispatch.trace",
+        ["dispatch.runtime", "dispatch.pipeline", "dispatch.validate", "dispatch.feeds", "dispatch.report",
+         "dispatch.trace",
          "dispatch.dot", "dispatch.annotate"], 4),
     **dict.fromkeys(["dispatch", "dispatch.api", "dispatch.backend", "dispatch.sweep", "dispatch.serve"], 5),
     **dict.fromkeys(
